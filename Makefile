@@ -1,0 +1,37 @@
+# metaqa — `make help` lists the targets.
+PY ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+
+.PHONY: help install demo test test-slow test-all bench-reader clean
+
+help:  ## list targets
+	@grep -E '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-14s %s\n", $$1, $$2}'
+
+$(STAMP): pyproject.toml
+	test -x $(BIN)/python || $(PY) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+	$(BIN)/pip install -q torch==2.13.0   # first and alone: the CPU wheel, never a CUDA build
+	$(BIN)/pip install -q -e '.[dev]'
+	touch $(STAMP)
+
+install: $(STAMP)  ## create/refresh .venv (torch 2.13.0 first, then -e .[dev])
+
+demo: $(STAMP)  ## the main job on the embedded sample: prep -> train MiniLM -> eval on held-out themes
+	$(BIN)/metaqa demo
+
+test: $(STAMP)  ## fast tests (what CI runs)
+	$(BIN)/python -m pytest -q
+
+test-slow: $(STAMP)  ## tests that use the packaged MiniLM weights / shared data
+	$(BIN)/python -m pytest -q -m slow
+
+test-all: $(STAMP)  ## every test
+	$(BIN)/python -m pytest -q -m 'slow or not slow'
+
+bench-reader: $(STAMP)  ## fine-tune MiniLM on SQuAD v1.1 subsets (needs ../shared/data)
+	$(BIN)/python scripts/bench_reader.py
+
+clean:  ## remove outputs and caches (keeps .venv)
+	rm -rf outputs .pytest_cache

@@ -1,0 +1,39 @@
+"""`metaqa <stage> [hydra overrides]`: one console script, one Hydra app per stage."""
+from __future__ import annotations
+
+import importlib
+import sys
+
+import metaqa.config  # noqa: F401  (registers the OmegaConf resolvers before Hydra composes)
+
+STAGES = {
+    "prep": ("metaqa.stages.prep", "read, validate and shard QA data by theme"),
+    "train": ("metaqa.stages.train", "fine-tune a reader (Lightning)"),
+    "eval": ("metaqa.stages.eval", "score a save_pretrained reader dir (SQuAD v2 metric)"),
+    "demo": ("metaqa.stages.demo", "prep → train → eval on the embedded sample"),
+}
+
+
+def usage() -> str:
+    lines = ["usage: metaqa <stage> [hydra overrides] [--help | --cfg job | -m ...]", "", "stages:"]
+    lines += [f"  {name:<10} {about}" for name, (_, about) in STAGES.items()]
+    lines += ["", "e.g. metaqa train model=tiny trainer.max_steps=10", "     metaqa train --help"]
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> None:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if not argv or argv[0] in ("-h", "--help", "help"):
+        print(usage())
+        sys.exit(0 if argv else 2)
+    stage = argv[0].replace("-", "_") if argv[0].replace("-", "_") in STAGES else argv[0]
+    if stage not in STAGES:
+        print(f"metaqa: unknown stage '{argv[0]}'\n\n{usage()}", file=sys.stderr)
+        sys.exit(2)
+    module = importlib.import_module(STAGES[stage][0])
+    sys.argv = [f"metaqa {stage}", *argv[1:]]  # Hydra parses sys.argv
+    module.main()
+
+
+if __name__ == "__main__":
+    main()

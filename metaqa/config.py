@@ -1,0 +1,46 @@
+"""Config helpers shared by every stage: OmegaConf resolvers and early validation.
+
+Validation follows LeRobot's habit: fail before any work starts, naming the field and the fix.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+from omegaconf import DictConfig, OmegaConf
+
+PACKAGE_DIR = Path(__file__).resolve().parent
+CONF_DIR = PACKAGE_DIR.parent / "conf"
+
+
+def register_resolvers() -> None:
+    for name, fn in {
+        "metaqa_package": lambda: str(PACKAGE_DIR),
+        "metaqa_repo": lambda: str(PACKAGE_DIR.parent),
+    }.items():
+        if not OmegaConf.has_resolver(name):
+            OmegaConf.register_new_resolver(name, fn)
+
+
+register_resolvers()
+
+
+class ConfigError(ValueError):
+    def __init__(self, field: str, problem: str, fix: str) -> None:
+        super().__init__(f"config `{field}`: {problem}. Fix: {fix}")
+
+
+def check_windows(max_seq_length: int, doc_stride: int, where: str) -> None:
+    if not 32 <= max_seq_length <= 512:
+        raise ConfigError(f"{where}.max_seq_length", f"{max_seq_length} is outside [32, 512]",
+                          f"{where}.max_seq_length=384 (the models have 512 positions)")
+    if not 0 < doc_stride < max_seq_length // 2:
+        raise ConfigError(f"{where}.doc_stride", f"{doc_stride} must be in (0, max_seq_length/2)",
+                          f"{where}.doc_stride=128 with max_seq_length=384")
+
+
+def check_input_file(cfg: DictConfig, key: str) -> Path:
+    path = Path(OmegaConf.select(cfg, key))
+    if not path.exists():
+        raise ConfigError(key, f"{path} does not exist",
+                          f"pass {key}=<path to your file> (or put ../shared/data beside the repo)")
+    return path

@@ -1,0 +1,88 @@
+"""Run bookkeeping for every stage: summary.json on success or failure, W&B always finished,
+the sweeper's `optimized_metric` returned (lightning-hydra-template's task_wrapper)."""
+from __future__ import annotations
+
+import json
+import logging
+import time
+import traceback
+from pathlib import Path
+from typing import Any, Callable
+
+import hydra
+from omegaconf import DictConfig, OmegaConf
+
+log = logging.getLogger(__name__)
+SUMMARY = "summary.json"
+
+
+def write_json(path: str | Path, payload: Any) -> None:
+    """Atomic JSON write (temp file + rename): readers never see half a file."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(payload, indent=2, default=_jsonable))
+    tmp.replace(path)
+
+
+def _jsonable(x: Any) -> Any:
+    if hasattr(x, "item"):
+        return x.item()
+    if isinstance(x, Path):
+        return str(x)
+    raise TypeError(f"not JSON serialisable: {type(x)}")
+
+
+def finish_wandb() -> None:
+    """Close the W&B run, else the next job of a multirun logs into this one."""
+    try:
+        import wandb
+    except ImportError:
+        return
+    if wandb.run is not None:
+        wandb.finish()
+
+
+def run_stage(stage: str, run: Callable[[DictConfig], dict], cfg: DictConfig) -> float | None:
+    """Run a stage, record its outcome in <output_dir>/summary.json, return the optimised metric."""
+    out = Path(cfg.paths.output_dir)
+    started = time.time()
+    summary: dict[str, Any] = {"stage": stage, "output_dir": str(out)}
+    try:
+        metrics = run(cfg) or {}
+        summary.update(status="ok", metrics=metrics)
+    except Exception as err:
+        summary.update(status="failed", error=f"{type(err).__name__}: {err}",
+                       traceback=traceback.format_exc())
+        raise
+    finally:
+        summary["seconds"] = round(time.time() - started, 2)
+        summary["overrides"] = _overrides()
+        write_json(out / SUMMARY, summary)
+        finish_wandb()
+    metric_name = cfg.get("optimized_metric")
+    if metric_name:
+        if metric_name not in metrics:
+            raise KeyError(f"optimized_metric '{metric_name}' not among the metrics: {sorted(metrics)}")
+        return float(metrics[metric_name])
+    return None
+
+
+def _overrides() -> list[str]:
+    from hydra.core.hydra_config import HydraConfig
+
+    return list(HydraConfig.get().overrides.task) if HydraConfig.initialized() else []
+
+
+def instantiate_list(cfg: DictConfig | None) -> list:
+    """Instantiate every `_target_` entry of a config group node (loggers, callbacks)."""
+    if not cfg:
+        return []
+    return [hydra.utils.instantiate(node) for node in cfg.values()
+            if isinstance(node, DictConfig) and "_target_" in node]
+
+
+def log_hyperparams(loggers: list, cfg: DictConfig) -> None:
+    resolved = OmegaConf.to_container(cfg, resolve=True)
+    for logger in loggers:
+        logger.log_hyperparams(resolved)

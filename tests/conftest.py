@@ -1,0 +1,58 @@
+"""Shared fixtures: the packaged tokenizer, Hydra-composed stage configs, shared-data paths."""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+from hydra import compose, initialize_config_dir
+from hydra.core.global_hydra import GlobalHydra
+from hydra.core.hydra_config import HydraConfig
+from omegaconf import DictConfig, open_dict
+
+from metaqa.config import CONF_DIR
+
+os.environ.setdefault("WANDB_MODE", "offline")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
+
+
+def shared(relative: str) -> Path:
+    """A file under ../shared/data, or skip the test cleanly when it is absent."""
+    path = SHARED_DATA / relative
+    if not path.exists():
+        pytest.skip(f"needs {path} (../shared/data beside the repo)")
+    return path
+
+
+@pytest.fixture(scope="session")
+def tokenizer():
+    from metaqa.models.factory import load_tokenizer
+
+    return load_tokenizer({"tokenizer": "packaged"})
+
+
+@pytest.fixture
+def hydra_ctx():
+    """An initialised Hydra (as inside `metaqa <stage>`), so stages can compose sub-configs."""
+    GlobalHydra.instance().clear()
+    with initialize_config_dir(str(CONF_DIR), version_base="1.3"):
+        yield
+    GlobalHydra.instance().clear()
+
+
+@pytest.fixture
+def stage_cfg(hydra_ctx, tmp_path):
+    """compose(stage, overrides) with every path under tmp_path, as a Hydra run would see it."""
+
+    def make(stage: str, overrides: list[str] = (), out: Path | None = None) -> DictConfig:
+        out = out or tmp_path / stage
+        cfg = compose(config_name=stage, return_hydra_config=True, overrides=[
+            f"paths.root_dir={tmp_path}", f"paths.output_dir={out}", *overrides])
+        HydraConfig.instance().set_config(cfg)
+        with open_dict(cfg):
+            cfg.hydra.runtime.output_dir = str(out)
+        return cfg
+
+    return make

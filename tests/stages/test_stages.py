@@ -1,0 +1,119 @@
+"""Stages end to end on the tiny model: prep → train → eval, resume, demo chain, CLI, bad input."""
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from transformers import pipeline
+
+from metaqa.data.records import DataValidationError
+from metaqa.stages import demo, prep, train
+from metaqa.stages import eval as eval_stage
+from metaqa.tracking.run import run_stage
+
+FAST_TRAIN = ["model=tiny", "trainer.max_steps=6", "datamodule.batch_size=8",
+              "datamodule.max_seq_length=128", "datamodule.doc_stride=32", "trainer.log_every_n_steps=1"]
+
+
+@pytest.fixture
+def prepared(stage_cfg, tmp_path):
+    cfg = stage_cfg("prep", [f"data.prep_dir={tmp_path / 'data'}"])
+    metrics = prep.run(cfg)
+    return tmp_path / "data", metrics
+
+
+def test_prep_on_embedded_sample(prepared):
+    prep_dir, metrics = prepared
+    manifest = json.loads((prep_dir / "manifest.json").read_text())
+    roles = {t["theme"]: t["role"] for t in manifest["themes"]}
+    assert len(roles) >= 6 and roles["Jazz"] == roles["Beekeeping"] == "heldout"
+    assert metrics["n_test"] == sum(t["questions"] for t in manifest["themes"] if t["role"] == "heldout")
+    assert metrics["n_train"] + metrics["n_dev"] + metrics["n_test"] == metrics["questions"] >= 120
+    assert sorted(p.name for p in (prep_dir / "test").iterdir()) == ["Beekeeping.json", "Jazz.json"]
+
+
+def test_prep_bad_input_names_row_and_writes_nothing(stage_cfg, tmp_path):
+    bad = tmp_path / "bad.csv"
+    bad.write_text("Theme,Paragraph,Question,Answer_possible,Answer_text,Answer_start\n"
+                   "T,Some paragraph here.,Q?,True,['missing words'],[0]\n")
+    cfg = stage_cfg("prep", [f"data.path={bad}", f"data.prep_dir={tmp_path / 'out'}", "data.heldout_themes=[]"])
+    with pytest.raises(DataValidationError, match="row 1"):
+        run_stage("prep", prep.run, cfg)
+    assert not (tmp_path / "out").exists()
+    assert json.loads((tmp_path / "prep" / "summary.json").read_text())["status"] == "failed"
+
+
+def test_train_then_eval_then_pipeline_loads_reader(prepared, stage_cfg, tmp_path):
+    prep_dir, _ = prepared
+    cfg = stage_cfg("train", [f"data.prep_dir={prep_dir}", *FAST_TRAIN])
+    value = run_stage("train", train.run, cfg)
+    out = tmp_path / "train"
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["status"] == "ok" and summary["metrics"]["global_step"] == 6
+    assert value == summary["metrics"]["val/f1"] and 0.0 <= value <= 100.0
+    assert (out / "checkpoints" / "last.ckpt").exists() and (out / "csv" / "metrics.csv").exists()
+    assert set(json.loads((out / "val_per_theme.json").read_text())) == {"Beekeeping", "Jazz"}
+
+    qa = pipeline("question-answering", model=str(out / "reader"), tokenizer=str(out / "reader"))
+    answer = qa(question="Who?", context="Ada Lovelace wrote the first program.")
+    assert {"answer", "score", "start", "end"} <= set(answer)
+
+    ecfg = stage_cfg("eval", [f"data.prep_dir={prep_dir}", f"model_dir={out / 'reader'}",
+                              "max_seq_length=128", "doc_stride=32"], out=tmp_path / "eval")
+    metrics = eval_stage.run(ecfg)
+    assert metrics["total"] == 60 and {"HasAns_f1", "NoAns_f1", "best_f1_thresh"} <= set(metrics)
+    # the eval stage and Lightning's validation score the same weights the same way
+    assert metrics["f1"] == pytest.approx(summary["metrics"]["val/f1"], abs=1e-6)
+    preds = json.loads((tmp_path / "eval" / "predictions.json").read_text())
+    assert len(preds) == 60
+
+
+def test_resume_from_last_checkpoint_continues_the_run(prepared, stage_cfg, tmp_path):
+    prep_dir, _ = prepared
+    out = tmp_path / "run"
+    train.run(stage_cfg("train", [f"data.prep_dir={prep_dir}", *FAST_TRAIN, "trainer.max_steps=4"], out=out))
+    resumed = train.run(stage_cfg("train", [f"data.prep_dir={prep_dir}", *FAST_TRAIN, "trainer.max_steps=8",
+                                            "ckpt_path=last"], out=out))
+    assert resumed["global_step"] == 8
+
+
+def test_missing_resume_checkpoint_is_a_config_error(prepared, stage_cfg, tmp_path):
+    prep_dir, _ = prepared
+    with pytest.raises(ValueError, match="ckpt_path"):
+        train.run(stage_cfg("train", [f"data.prep_dir={prep_dir}", *FAST_TRAIN, "ckpt_path=last"]))
+
+
+def test_wandb_logger_writes_an_offline_run(prepared, stage_cfg, tmp_path):
+    prep_dir, _ = prepared
+    cfg = stage_cfg("train", [f"data.prep_dir={prep_dir}", *FAST_TRAIN, "trainer.max_steps=2",
+                              "logger=wandb", "callbacks=none"])
+    run_stage("train", train.run, cfg)
+    assert list((tmp_path / "train" / "wandb").glob("offline-run-*"))
+    assert (tmp_path / "train" / "csv" / "metrics.csv").exists()
+
+
+def test_demo_chains_the_stages(stage_cfg, tmp_path):
+    cfg = stage_cfg("demo", ["model=tiny", "train_overrides=[trainer.max_steps=3,datamodule.max_seq_length=128,"
+                             "datamodule.doc_stride=32]", "eval_overrides=[max_seq_length=128,doc_stride=32]"])
+    metrics = demo.run(cfg)
+    assert metrics["total"] == 60
+    for stage in ("prep", "train", "eval"):
+        assert (tmp_path / "demo" / stage).is_dir()
+    assert (tmp_path / "demo" / "train" / "reader" / "config.json").exists()
+
+
+def run_cli(*args, cwd):
+    env = {**os.environ, "WANDB_MODE": "disabled"}
+    return subprocess.run([sys.executable, "-m", "metaqa.cli", *args], cwd=cwd, env=env,
+                          capture_output=True, text=True, timeout=300)
+
+
+def test_cli_help_cfg_and_unknown_stage(tmp_path):
+    assert "train" in run_cli(cwd=tmp_path).stdout
+    out = run_cli("train", "--cfg", "job", "model=tiny", cwd=tmp_path)
+    assert out.returncode == 0 and "hidden_size: 32" in out.stdout
+    assert "== Config ==" in run_cli("train", "--help", cwd=tmp_path).stdout
+    bad = run_cli("bogus", cwd=tmp_path)
+    assert bad.returncode == 2 and "unknown stage" in bad.stderr
