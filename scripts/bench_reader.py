@@ -21,7 +21,7 @@ from pathlib import Path
 import torch
 from hydra import compose, initialize_config_dir
 from hydra.core.hydra_config import HydraConfig
-from omegaconf import open_dict
+from omegaconf import open_dict, read_write
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
@@ -49,9 +49,9 @@ def run_one(n_train: int | None, args, out_root: Path) -> dict:
         f"seed={args.seed}",
     ]
     cfg = compose(config_name="train", overrides=overrides, return_hydra_config=True)
-    HydraConfig.instance().set_config(cfg)
-    with open_dict(cfg):
+    with read_write(cfg.hydra), open_dict(cfg.hydra):
         cfg.hydra.runtime.output_dir = str(out)
+    HydraConfig.instance().set_config(cfg)
     started = time.perf_counter()
     metrics = train.run(cfg)
     return {

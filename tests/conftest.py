@@ -8,7 +8,7 @@ import pytest
 from hydra import compose, initialize_config_dir
 from hydra.core.global_hydra import GlobalHydra
 from hydra.core.hydra_config import HydraConfig
-from omegaconf import DictConfig, open_dict
+from omegaconf import DictConfig, open_dict, read_write
 
 from metaqa.config import CONF_DIR
 
@@ -50,9 +50,9 @@ def stage_cfg(hydra_ctx, tmp_path):
         out = out or tmp_path / stage
         cfg = compose(config_name=stage, return_hydra_config=True, overrides=[
             f"paths.root_dir={tmp_path}", f"paths.output_dir={out}", *overrides])
-        HydraConfig.instance().set_config(cfg)
-        with open_dict(cfg):
+        with read_write(cfg.hydra), open_dict(cfg.hydra):
             cfg.hydra.runtime.output_dir = str(out)
+        HydraConfig.instance().set_config(cfg)
         return cfg
 
     return make

@@ -6,6 +6,7 @@ from omegaconf import OmegaConf
 
 from metaqa.config import CONF_DIR
 from metaqa.models.factory import build_qa_model
+from metaqa.tracking.run import resolved_config
 
 BASES = sorted(p.stem for p in CONF_DIR.glob("*.yaml"))
 GROUPS = {g: sorted(p.stem for p in (CONF_DIR / g).glob("*.yaml"))
@@ -16,13 +17,13 @@ GROUPS = {g: sorted(p.stem for p in (CONF_DIR / g).glob("*.yaml"))
 def test_base_configs_compose_and_resolve(stage_cfg, base):
     overrides = ["model_dir=/tmp/x"] if base == "eval" else []
     cfg = stage_cfg(base, overrides)
-    OmegaConf.to_container(cfg, resolve=True, throw_on_missing=True)
+    assert resolved_config(cfg)
 
 
 @pytest.mark.parametrize("group,option", [(g, o) for g, opts in GROUPS.items() for o in opts])
 def test_every_group_option_composes_into_train(stage_cfg, group, option):
     cfg = stage_cfg("train", [f"{group}={option}"])
-    resolved = OmegaConf.to_container(cfg, resolve=True, throw_on_missing=True)
+    resolved = resolved_config(cfg)
     assert resolved["trainer"]["_target_"] == "pytorch_lightning.Trainer"
 
 

@@ -7,7 +7,6 @@ only (random weights from `model.architecture`).
 """
 from __future__ import annotations
 
-import os
 from pathlib import Path
 from typing import Any
 
@@ -35,7 +34,8 @@ def resolve_source(spec: str) -> str:
 def _from_pretrained(loader, spec: str, allow_download: bool, what: str, **kwargs):
     source = resolve_source(spec)
     local_dir = Path(source).expanduser()
-    looks_like_path = os.sep in source or source.startswith(".") or local_dir.exists()
+    # A hub id is `name` or `owner/name`; anything else (or anything that exists) is a path.
+    looks_like_path = local_dir.exists() or source.startswith((".", "/", "~")) or source.count("/") > 1
     if looks_like_path and not local_dir.is_dir():
         raise MissingWeightsError(
             f"{what} directory '{source}' does not exist. Pass model.pretrained=<a save_pretrained "

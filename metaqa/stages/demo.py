@@ -10,6 +10,7 @@ from pathlib import Path
 
 import hydra
 from hydra import compose
+from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig
 
 from metaqa.stages import eval as eval_stage
@@ -26,11 +27,12 @@ def stage_config(name: str, out: Path, overrides: list[str]) -> DictConfig:
 
 def run(cfg: DictConfig) -> dict:
     out = Path(cfg.paths.output_dir)
-    data = [f"data={cfg.data}", f"data.prep_dir={out / 'data'}"]
+    choices = HydraConfig.get().runtime.choices  # the config names picked for this run
+    data = [f"data={choices['data']}", f"data.prep_dir={out / 'data'}"]
     log.info("1/3 prep")
     prep.run(stage_config("prep", out, data + list(cfg.prep_overrides)))
-    log.info("2/3 train (%s)", cfg.model)
-    train.run(stage_config("train", out, data + [f"model={cfg.model}", *cfg.train_overrides]))
+    log.info("2/3 train (%s)", choices["model"])
+    train.run(stage_config("train", out, data + [f"model={choices['model']}", *cfg.train_overrides]))
     log.info("3/3 eval on held-out themes")
     metrics = eval_stage.run(stage_config(
         "eval", out, data + [f"model_dir={out / 'train' / 'reader'}", *cfg.eval_overrides]))

@@ -32,11 +32,15 @@ def run(cfg: DictConfig) -> dict:
     check_windows(cfg.datamodule.max_seq_length, cfg.datamodule.doc_stride, "datamodule")
     ckpt_path = resolve_ckpt(cfg)
     pl.seed_everything(cfg.seed, workers=True)
-    trainer_cfg = dict(max_epochs=-1) if cfg.trainer.get("max_steps", -1) > 0 else {}  # steps win
+    trainer_cfg = {}
+    if cfg.trainer.get("max_steps", -1) > 0:  # steps win over epochs; validate at the last step
+        trainer_cfg["max_epochs"] = -1
+        if cfg.trainer.get("val_check_interval") is None:
+            trainer_cfg.update(val_check_interval=cfg.trainer.max_steps, check_val_every_n_epoch=None)
     tokenizer = load_tokenizer(cfg.model)
     net = build_qa_model(cfg.model, vocab_size=len(tokenizer))
     datamodule = hydra.utils.instantiate(cfg.datamodule, tokenizer=tokenizer)
-    module = hydra.utils.instantiate(cfg.module, net=net)
+    module = hydra.utils.instantiate(cfg.module, net=net, _convert_="all")  # plain hparams in ckpts
     loggers = instantiate_list(cfg.get("logger"))
     callbacks = instantiate_list(cfg.get("callbacks"))
     trainer: pl.Trainer = hydra.utils.instantiate(
@@ -47,11 +51,12 @@ def run(cfg: DictConfig) -> dict:
         trainer.validate(module, datamodule=datamodule, verbose=False)  # score the final weights
 
     metrics = {k: float(v) for k, v in trainer.callback_metrics.items()}
-    metrics["global_step"] = trainer.global_step
-    metrics["train_questions"] = len(datamodule.train_records)
-    metrics["train_windows"] = len(datamodule.train_features)
+    if datamodule.train_features is not None:  # under ddp_spawn the children hold the data
+        metrics["global_step"] = trainer.global_step
+        metrics["train_questions"] = len(datamodule.train_records)
+        metrics["train_windows"] = len(datamodule.train_features)
     for cb in callbacks:
-        if isinstance(cb, Throughput):
+        if isinstance(cb, Throughput) and cb.seconds:  # (spawned ranks keep their own copy)
             metrics["train/examples_per_s"] = cb.examples_per_s
     if module.val_per_theme:
         write_json(Path(cfg.paths.output_dir) / "val_per_theme.json", module.val_per_theme)

@@ -82,7 +82,13 @@ def instantiate_list(cfg: DictConfig | None) -> list:
             if isinstance(node, DictConfig) and "_target_" in node]
 
 
+def resolved_config(cfg: DictConfig) -> dict:
+    """The config as plain data, resolved, without Hydra's own node (present in composed configs)."""
+    return {k: OmegaConf.to_container(cfg[k], resolve=True, throw_on_missing=True)
+            if OmegaConf.is_config(cfg[k]) else cfg[k] for k in cfg if k != "hydra"}
+
+
 def log_hyperparams(loggers: list, cfg: DictConfig) -> None:
-    resolved = OmegaConf.to_container(cfg, resolve=True)
+    resolved = resolved_config(cfg)
     for logger in loggers:
         logger.log_hyperparams(resolved)

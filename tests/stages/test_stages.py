@@ -6,6 +6,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import torch
 from transformers import pipeline
 
 from metaqa.data.records import DataValidationError
@@ -79,6 +80,17 @@ def test_resume_from_last_checkpoint_continues_the_run(prepared, stage_cfg, tmp_
     assert resumed["global_step"] == 8
 
 
+def test_ddp_sim_trains_on_two_cpu_processes(prepared, stage_cfg, tmp_path):
+    prep_dir, _ = prepared
+    cfg = stage_cfg("train", [f"data.prep_dir={prep_dir}", *FAST_TRAIN, "trainer=ddp_sim",
+                              "trainer.max_steps=2", "logger=csv"])
+    metrics = train.run(cfg)
+    assert "val/f1" in metrics  # the spawned ranks send their metrics back
+    assert (tmp_path / "train" / "reader" / "model.safetensors").exists()
+    last = torch.load(tmp_path / "train" / "checkpoints" / "last.ckpt", weights_only=False)
+    assert last["global_step"] == 2
+
+
 def test_missing_resume_checkpoint_is_a_config_error(prepared, stage_cfg, tmp_path):
     prep_dir, _ = prepared
     with pytest.raises(ValueError, match="ckpt_path"):
@@ -95,8 +107,8 @@ def test_wandb_logger_writes_an_offline_run(prepared, stage_cfg, tmp_path):
 
 
 def test_demo_chains_the_stages(stage_cfg, tmp_path):
-    cfg = stage_cfg("demo", ["model=tiny", "train_overrides=[trainer.max_steps=3,datamodule.max_seq_length=128,"
-                             "datamodule.doc_stride=32]", "eval_overrides=[max_seq_length=128,doc_stride=32]"])
+    cfg = stage_cfg("demo", ["model=tiny", "train_overrides=['trainer.max_steps=3','datamodule.max_seq_length=128',"
+                             "'datamodule.doc_stride=32']", "eval_overrides=['max_seq_length=128','doc_stride=32']"])
     metrics = demo.run(cfg)
     assert metrics["total"] == 60
     for stage in ("prep", "train", "eval"):
