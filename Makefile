@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: help install demo test test-slow test-all bench-reader clean
+.PHONY: help install demo test test-slow test-all lint bench-reader clean
 
 help:  ## list targets
 	@grep -E '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-14s %s\n", $$1, $$2}'
@@ -29,6 +29,9 @@ test-slow: $(STAMP)  ## tests that use the packaged MiniLM weights / shared data
 
 test-all: $(STAMP)  ## every test
 	$(BIN)/python -m pytest -q -m 'slow or not slow'
+
+lint: $(STAMP)  ## pyflakes + import order (ruff)
+	$(BIN)/ruff check --select F,I metaqa tests scripts
 
 bench-reader: $(STAMP)  ## fine-tune MiniLM on SQuAD v1.1 subsets (needs ../shared/data)
 	$(BIN)/python scripts/bench_reader.py

@@ -10,6 +10,8 @@ STAGES = {
     "prep": ("metaqa.stages.prep", "read, validate and shard QA data by theme"),
     "train": ("metaqa.stages.train", "fine-tune a reader (Lightning)"),
     "eval": ("metaqa.stages.eval", "score a save_pretrained reader dir (SQuAD v2 metric)"),
+    "export": ("metaqa.stages.export", "reader dir → ONNX (fp32, optimized, int8), gated on parity with PyTorch"),
+    "predict": ("metaqa.stages.predict", "answer questions with an exported ONNX dir (onnxruntime)"),
     "demo": ("metaqa.stages.demo", "prep → train → eval on the embedded sample"),
 }
 

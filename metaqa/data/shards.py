@@ -17,6 +17,7 @@ from typing import Iterable, Sequence
 
 from metaqa.data.formats import read_records, write_squad_json
 from metaqa.data.records import QARecord
+from metaqa.fileio import replace_dir
 
 SPLITS = ("train", "dev", "test")
 MANIFEST = "manifest.json"
@@ -105,12 +106,7 @@ def write_shards(splits: dict[str, list[QARecord]], manifest: list[dict], out_di
             write_squad_json(rows, tmp / split / f"{theme_slug(theme)}.json")
     (tmp / MANIFEST).write_text(json.dumps({**meta, "themes": manifest}, indent=2))
     _write_manifest_csv(manifest, tmp / "manifest.csv")
-    old = out_dir.with_name(out_dir.name + f".old-{os.getpid()}")
-    if out_dir.exists():
-        out_dir.rename(old)
-    tmp.rename(out_dir)
-    shutil.rmtree(old, ignore_errors=True)
-    return out_dir
+    return replace_dir(tmp, out_dir)
 
 
 def _write_manifest_csv(manifest: list[dict], path: Path) -> None:

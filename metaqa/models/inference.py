@@ -11,7 +11,11 @@ from tqdm.auto import tqdm
 from metaqa.data.features import FeatureDataset, Features, featurize, model_inputs
 from metaqa.data.records import QARecord
 from metaqa.evaluation.postprocess import SpanPrediction, metric_inputs, postprocess
-from metaqa.evaluation.squad_v2 import gold_from_records, per_theme_metrics, squad_v2_metrics
+from metaqa.evaluation.squad_v2 import (
+    gold_from_records,
+    per_theme_metrics,
+    squad_v2_metrics,
+)
 
 
 @dataclass

@@ -13,9 +13,9 @@ from hydra import compose
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig
 
+from metaqa.config import CONF_DIR
 from metaqa.stages import eval as eval_stage
 from metaqa.stages import prep, train
-from metaqa.config import CONF_DIR
 from metaqa.tracking.run import run_stage
 
 log = logging.getLogger(__name__)

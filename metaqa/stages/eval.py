@@ -12,8 +12,9 @@ from transformers import AutoModelForQuestionAnswering, AutoTokenizer
 
 from metaqa.config import CONF_DIR, ConfigError, check_windows
 from metaqa.data.shards import load_source
+from metaqa.fileio import write_json
 from metaqa.models.inference import DecodeConfig, predict_records, score
-from metaqa.tracking.run import run_stage, write_json
+from metaqa.tracking.run import run_stage
 from metaqa.tracking.tables import metrics_table
 
 log = logging.getLogger(__name__)

@@ -8,8 +8,14 @@ from omegaconf import DictConfig
 
 from metaqa.config import CONF_DIR, check_input_file
 from metaqa.data.formats import read_records
-from metaqa.data.shards import choose_heldout_themes, manifest_rows, split_records, write_shards
-from metaqa.tracking.run import run_stage, write_json
+from metaqa.data.shards import (
+    choose_heldout_themes,
+    manifest_rows,
+    split_records,
+    write_shards,
+)
+from metaqa.fileio import write_json
+from metaqa.tracking.run import run_stage
 from metaqa.tracking.tables import markdown_table
 
 log = logging.getLogger(__name__)

@@ -9,9 +9,10 @@ import pytorch_lightning as pl
 from omegaconf import DictConfig
 
 from metaqa.config import CONF_DIR, ConfigError, check_windows
+from metaqa.fileio import write_json
 from metaqa.models.factory import build_qa_model, load_tokenizer
 from metaqa.tracking.callbacks import Throughput
-from metaqa.tracking.run import instantiate_list, log_hyperparams, run_stage, write_json
+from metaqa.tracking.run import instantiate_list, log_hyperparams, run_stage
 from metaqa.tracking.tables import metrics_table
 
 log = logging.getLogger(__name__)

@@ -7,6 +7,8 @@ from pathlib import Path
 
 import pytorch_lightning as pl
 
+from metaqa.fileio import replace_dir
+
 
 class SavePretrained(pl.Callback):
     """At the end of fit, write net + tokenizer so that `transformers.pipeline` loads the dir."""
@@ -21,8 +23,7 @@ class SavePretrained(pl.Callback):
         shutil.rmtree(tmp, ignore_errors=True)
         pl_module.net.save_pretrained(tmp)
         trainer.datamodule.tokenizer.save_pretrained(tmp)
-        shutil.rmtree(self.dirpath, ignore_errors=True)
-        tmp.rename(self.dirpath)
+        replace_dir(tmp, self.dirpath)
 
 
 class Throughput(pl.Callback):

@@ -2,7 +2,6 @@
 the sweeper's `optimized_metric` returned (lightning-hydra-template's task_wrapper)."""
 from __future__ import annotations
 
-import json
 import logging
 import time
 import traceback
@@ -12,25 +11,10 @@ from typing import Any, Callable
 import hydra
 from omegaconf import DictConfig, OmegaConf
 
+from metaqa.fileio import write_json
+
 log = logging.getLogger(__name__)
 SUMMARY = "summary.json"
-
-
-def write_json(path: str | Path, payload: Any) -> None:
-    """Atomic JSON write (temp file + rename): readers never see half a file."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(payload, indent=2, default=_jsonable))
-    tmp.replace(path)
-
-
-def _jsonable(x: Any) -> Any:
-    if hasattr(x, "item"):
-        return x.item()
-    if isinstance(x, Path):
-        return str(x)
-    raise TypeError(f"not JSON serialisable: {type(x)}")
 
 
 def finish_wandb() -> None:

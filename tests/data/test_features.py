@@ -1,5 +1,4 @@
 import numpy as np
-import pytest
 
 from metaqa.data.features import NO_OFFSET, FeatureDataset, featurize
 from metaqa.data.formats import read_squad_json

@@ -3,8 +3,13 @@ import json
 import pytest
 
 from metaqa.data.records import Answer, QARecord
-from metaqa.data.shards import (choose_heldout_themes, load_source, manifest_rows, split_records,
-                                write_shards)
+from metaqa.data.shards import (
+    choose_heldout_themes,
+    load_source,
+    manifest_rows,
+    split_records,
+    write_shards,
+)
 
 
 def make_records(themes=("A", "B", "C", "D"), per_theme=10):

@@ -1,7 +1,12 @@
 import pytest
 import torch
 
-from metaqa.models.factory import MissingWeightsError, build_qa_model, load_tokenizer, packaged_model_dir
+from metaqa.models.factory import (
+    MissingWeightsError,
+    build_qa_model,
+    load_tokenizer,
+    packaged_model_dir,
+)
 
 
 def test_missing_local_dir_says_what_to_pass(tmp_path):

@@ -1,0 +1,144 @@
+"""`metaqa export` on the tiny reader: every variant exports and runs, the parity gate refuses a
+broken graph (leaving nothing behind), and the output dir loads in optimum."""
+import json
+
+import numpy as np
+import onnx
+import pytest
+from omegaconf import OmegaConf
+from onnx import numpy_helper
+
+from metaqa.config import ConfigError
+from metaqa.export import convert
+from metaqa.export.parity import ParityError, compare, enforce
+from metaqa.export.predictor import OnnxPredictor
+from metaqa.stages import export as export_stage
+from metaqa.tracking.run import run_stage
+from tests.export.conftest import WINDOW, tiny_reader
+
+WINDOW_OVERRIDES = [f"max_seq_length={WINDOW['max_seq_length']}", f"doc_stride={WINDOW['doc_stride']}"]
+
+
+def export_cfg(stage_cfg, reader, gold, *overrides):
+    return stage_cfg("export", [f"model_dir={reader[0]}", f"export.parity.source={gold}",
+                                *WINDOW_OVERRIDES, *overrides])
+
+
+def corrupt(onnx_path, scale=0.5, seed=0):
+    """Add large noise to every weight matrix of the graph (a deliberately broken export)."""
+    model = onnx.load(str(onnx_path))
+    rng = np.random.default_rng(seed)
+    for init in model.graph.initializer:
+        w = numpy_helper.to_array(init)
+        if w.dtype == np.float32 and w.ndim >= 2:
+            init.CopyFrom(numpy_helper.from_array(w + rng.normal(0, scale, w.shape).astype(np.float32), init.name))
+    onnx.save(model, str(onnx_path))
+
+
+@pytest.mark.parametrize("variant,extra", [
+    ("fp32", []),
+    ("optimized", []),
+    ("int8_dynamic", ["export.max_f1_drop=100"]),  # random tiny logits: int8 may flip answers
+    ("int8_static", ["export.max_f1_drop=100"]),
+])
+def test_every_variant_exports_passes_the_gate_and_answers(stage_cfg, reader, self_gold, tmp_path, variant, extra):
+    from optimum.onnxruntime import ORTModelForQuestionAnswering
+
+    overrides = [f"export={variant}", *extra]
+    if variant == "int8_static":
+        overrides += [f"export.quantization.calibration.source={self_gold}", "export.quantization.calibration.limit=6"]
+    cfg = export_cfg(stage_cfg, reader, self_gold, *overrides)
+    metrics = run_stage("export", export_stage.run, cfg)
+    assert metrics is None  # optimized_metric: null
+    out = tmp_path / "export" / "onnx"
+    assert sorted(p.name for p in out.glob("*.onnx")) == ["model.onnx"]
+    assert {"config.json", "tokenizer.json", "export.json"} <= {p.name for p in out.iterdir()}
+    assert not list(out.parent.glob("onnx.tmp-*"))
+    summary = json.loads((tmp_path / "export" / "summary.json").read_text())
+    assert summary["status"] == "ok"
+    m = summary["metrics"]
+    assert m["questions"] == 12 and m["torch_f1"] == pytest.approx(100.0)
+    if variant in ("fp32", "optimized"):
+        assert m["f1_drop"] == 0.0 and m["same_answer"] == 1.0 and m["max_abs_logit_diff"] < 1e-4
+    manifest = json.loads((out / "export.json").read_text())
+    assert manifest["variant"]["name"] == variant and manifest["parity"]["ok"]
+
+    # loads in optimum as is, and in the predictor
+    ort_model = ORTModelForQuestionAnswering.from_pretrained(out)
+    tok = OnnxPredictor(out, **WINDOW).tokenizer
+    logits = ort_model(**tok("Who wrote it?", "Ada Lovelace wrote it.", return_tensors="pt")).start_logits
+    assert logits.shape[0] == 1 and np.isfinite(logits.numpy()).all()
+    answer = OnnxPredictor(out, **WINDOW).answer("Who wrote it?", "Ada Lovelace wrote it in London.")
+    assert answer.id == "q0" and np.isfinite(answer.null_score)
+
+
+def test_gate_refuses_a_corrupted_graph_and_writes_nothing(stage_cfg, reader, self_gold, tmp_path, monkeypatch):
+    real = convert.export_fp32
+
+    def broken_export(model_dir, out_dir):
+        out = real(model_dir, out_dir)
+        corrupt(out / "model.onnx")
+        return out
+
+    monkeypatch.setattr(convert, "export_fp32", broken_export)
+    previous = tmp_path / "export" / "onnx"
+    previous.mkdir(parents=True)
+    (previous / "keep.txt").write_text("an earlier good export")
+    cfg = export_cfg(stage_cfg, reader, self_gold)
+    with pytest.raises(ParityError, match=r"F1 drop [\d.]+ points .* exceeds export.max_f1_drop=1 by") as err:
+        run_stage("export", export_stage.run, cfg)
+    assert "export.logits_atol=0.0001" in str(err.value)
+    assert err.value.report.f1_drop > 1.0
+    assert sorted(p.name for p in previous.parent.iterdir()) == ["onnx", "parity.json", "summary.json"]
+    assert [p.name for p in previous.iterdir()] == ["keep.txt"]  # the earlier export is untouched
+    parity = json.loads((tmp_path / "export" / "parity.json").read_text())
+    assert parity["ok"] is False and parity["f1_drop"] == pytest.approx(err.value.report.f1_drop)
+    summary = json.loads((tmp_path / "export" / "summary.json").read_text())
+    assert summary["status"] == "failed" and "export.max_f1_drop" in summary["error"]
+
+
+def test_gate_flags_a_model_with_other_weights(fp32_dir, tokenizer, sample_records, tmp_path):
+    other = tiny_reader(tmp_path / "other", tokenizer, seed=1)
+    predictor = OnnxPredictor(fp32_dir, **WINDOW)
+    report = compare(other, predictor, sample_records, variant="fp32", logits_atol=1e-4, max_f1_drop=None)
+    assert report.max_abs_logit_diff > 1e-3 and report.same_answer < 1.0
+    with pytest.raises(ParityError, match=r"max \|logit diff\| .* exceeds export.logits_atol=0.0001"):
+        enforce(report)
+    assert compare(other, predictor, sample_records, logits_atol=None, max_f1_drop=None).ok
+
+
+def test_same_weights_pass_the_gate(fp32_dir, reader, sample_records):
+    report = compare(reader[1], OnnxPredictor(fp32_dir, **WINDOW), sample_records, logits_atol=1e-4)
+    assert report.ok and report.max_abs_logit_diff < 1e-4 and report.same_answer == 1.0
+    enforce(report)  # no error
+
+
+def test_bad_configs_fail_before_any_work(stage_cfg, reader, self_gold, tmp_path):
+    with pytest.raises(ConfigError, match="export.optimization.level"):
+        export_stage.run(export_cfg(stage_cfg, reader, self_gold, "export=optimized", "export.optimization.level=O4"))
+    with pytest.raises(ConfigError, match="export.quantization.isa"):
+        export_stage.run(export_cfg(stage_cfg, reader, self_gold, "export=int8_dynamic", "export.quantization.isa=sse"))
+    with pytest.raises(ConfigError, match="export.quantization.reduce_range"):
+        export_stage.run(export_cfg(stage_cfg, reader, self_gold, "export=int8_dynamic",
+                                    "export.quantization.reduce_range=true"))
+    with pytest.raises(ConfigError, match="model_dir"):
+        export_stage.run(stage_cfg("export", [f"model_dir={tmp_path / 'nope'}"]))
+    with pytest.raises(FileNotFoundError, match="metaqa prep"):  # default dev source not prepared here
+        export_stage.run(stage_cfg("export", [f"model_dir={reader[0]}"]))
+    with pytest.raises(ValueError, match="reduce_range"):
+        convert.quantization_config("avx512_vnni", False, reduce_range=True)
+    assert not (tmp_path / "export" / "onnx").exists()
+
+
+@pytest.mark.parametrize("variant", ["fp32", "optimized", "int8_dynamic", "int8_static"])
+def test_variant_configs_compose(stage_cfg, variant):
+    cfg = stage_cfg("export", ["model_dir=/tmp/x", f"export={variant}"])
+    assert cfg.export.name == variant and cfg.export.max_f1_drop == 1.0
+    convert.check_variant(OmegaConf.to_container(cfg.export, resolve=True))
+
+
+@pytest.mark.parametrize("base", ["export", "predict"])
+def test_base_configs_resolve_with_a_model_dir(stage_cfg, base):
+    from metaqa.tracking.run import resolved_config
+
+    assert resolved_config(stage_cfg(base, ["model_dir=/tmp/x"]))
