@@ -38,6 +38,15 @@ def check_windows(max_seq_length: int, doc_stride: int, where: str) -> None:
                           f"{where}.doc_stride=128 with max_seq_length=384")
 
 
+def check_reader_dir(model_dir: str | Path) -> Path:
+    """A `save_pretrained` reader dir (what `metaqa train` writes to <run>/reader)."""
+    path = Path(model_dir)
+    if not (path / "config.json").exists():
+        raise ConfigError("model_dir", f"{path} is not a save_pretrained dir (no config.json)",
+                          "pass model_dir=<train run>/reader")
+    return path
+
+
 def check_input_file(cfg: DictConfig, key: str) -> Path:
     path = Path(OmegaConf.select(cfg, key))
     if not path.exists():

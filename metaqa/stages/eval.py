@@ -10,7 +10,7 @@ import torch
 from omegaconf import DictConfig
 from transformers import AutoModelForQuestionAnswering, AutoTokenizer
 
-from metaqa.config import CONF_DIR, ConfigError, check_windows
+from metaqa.config import CONF_DIR, check_reader_dir, check_windows
 from metaqa.data.shards import load_source
 from metaqa.fileio import write_json
 from metaqa.models.inference import DecodeConfig, predict_records, score
@@ -21,10 +21,7 @@ log = logging.getLogger(__name__)
 
 
 def run(cfg: DictConfig) -> dict:
-    model_dir = Path(cfg.model_dir)
-    if not (model_dir / "config.json").exists():
-        raise ConfigError("model_dir", f"{model_dir} is not a save_pretrained dir (no config.json)",
-                          "pass model_dir=<train run>/reader")
+    model_dir = check_reader_dir(cfg.model_dir)
     check_windows(cfg.max_seq_length, cfg.doc_stride, "eval")
     if cfg.threads:
         torch.set_num_threads(cfg.threads)

@@ -19,7 +19,7 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 from transformers import AutoModelForQuestionAnswering
 
-from metaqa.config import CONF_DIR, ConfigError, check_windows
+from metaqa.config import CONF_DIR, ConfigError, check_reader_dir, check_windows
 from metaqa.data.shards import load_source
 from metaqa.export.convert import MANIFEST, ONNX_NAME, build_variant, check_variant
 from metaqa.export.parity import compare, enforce
@@ -32,10 +32,7 @@ log = logging.getLogger(__name__)
 
 
 def run(cfg: DictConfig) -> dict:
-    model_dir = Path(cfg.model_dir)
-    if not (model_dir / "config.json").exists():
-        raise ConfigError("model_dir", f"{model_dir} is not a save_pretrained dir (no config.json)",
-                          "pass model_dir=<train run>/reader")
+    model_dir = check_reader_dir(cfg.model_dir)
     check_windows(cfg.max_seq_length, cfg.doc_stride, "export")
     spec = OmegaConf.to_container(cfg.export, resolve=True)
     check_variant(spec)
