@@ -12,6 +12,7 @@ STAGES = {
     "eval": ("metaqa.stages.eval", "score a save_pretrained reader dir (SQuAD v2 metric)"),
     "export": ("metaqa.stages.export", "reader dir → ONNX (fp32, optimized, int8), gated on parity with PyTorch"),
     "predict": ("metaqa.stages.predict", "answer questions with an exported ONNX dir (onnxruntime)"),
+    "bench": ("metaqa.stages.bench", "export variants vs transformers.pipeline: latency p50/p95/p99, throughput, size, F1"),
     "demo": ("metaqa.stages.demo", "prep → train → eval on the embedded sample"),
 }
 
