@@ -24,12 +24,12 @@ import io
 import json
 import os
 import re
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable, Iterator, Sequence
 
 from metaqa.data.records import Answer, DataValidationError, QARecord
+from metaqa.fileio import write_text_atomic
 
 FORMATS = ("auto", "devrev_csv", "squad_json", "subjqa_csv")
 
@@ -494,21 +494,6 @@ def read_records(path: str | os.PathLike, fmt: str = "auto") -> ReadResult:
 
 
 # --------------------------------------------------------------------------- writers
-def _atomic_write(path: Path, text: str) -> None:
-    """Write `text` to `path` via a temp file in the same directory + `os.replace` (atomic)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8", newline="") as f:
-            f.write(text)
-            f.flush()
-            os.fsync(f.fileno())  # the bytes are on disk before the name points at them
-        os.replace(tmp, path)  # same filesystem, so the rename is atomic
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
 def write_squad_json(records: Iterable[QARecord], path: str | os.PathLike, version: str = "v2.0") -> None:
     """Write SQuAD JSON: articles by theme, paragraphs by identical context, first-seen order."""
     if version not in ("v1.1", "v2.0"):
@@ -534,7 +519,7 @@ def write_squad_json(records: Iterable[QARecord], path: str | os.PathLike, versi
             for theme, paras in themes.items()
         ],
     }
-    _atomic_write(Path(path), json.dumps(doc, ensure_ascii=False))
+    write_text_atomic(path, json.dumps(doc, ensure_ascii=False))
 
 
 def write_devrev_csv(records: Iterable[QARecord], path: str | os.PathLike) -> None:
@@ -548,4 +533,4 @@ def write_devrev_csv(records: Iterable[QARecord], path: str | os.PathLike) -> No
             repr([a.text for a in r.answers]),  # repr of a str list is a valid literal_eval input
             repr([a.start for a in r.answers]),
         ])
-    _atomic_write(Path(path), buf.getvalue())
+    write_text_atomic(path, buf.getvalue())

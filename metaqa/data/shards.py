@@ -17,7 +17,7 @@ from typing import Iterable, Sequence
 
 from metaqa.data.formats import read_records, write_squad_json
 from metaqa.data.records import QARecord
-from metaqa.fileio import replace_dir
+from metaqa.fileio import replace_dir, write_csv
 
 SPLITS = ("train", "dev", "test")
 MANIFEST = "manifest.json"
@@ -105,17 +105,8 @@ def write_shards(splits: dict[str, list[QARecord]], manifest: list[dict], out_di
         for theme, rows in by_theme.items():
             write_squad_json(rows, tmp / split / f"{theme_slug(theme)}.json")
     (tmp / MANIFEST).write_text(json.dumps({**meta, "themes": manifest}, indent=2))
-    _write_manifest_csv(manifest, tmp / "manifest.csv")
+    write_csv(tmp / "manifest.csv", manifest, list(manifest[0]) if manifest else ["theme"])
     return replace_dir(tmp, out_dir)
-
-
-def _write_manifest_csv(manifest: list[dict], path: Path) -> None:
-    import csv
-
-    with path.open("w", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=list(manifest[0]) if manifest else ["theme"])
-        writer.writeheader()
-        writer.writerows(manifest)
 
 
 def load_source(source: str | Path, fmt: str = "auto") -> list[QARecord]:

@@ -3,15 +3,14 @@ from __future__ import annotations
 
 import json
 import math
-import os
-import tempfile
 from pathlib import Path
-from typing import Iterable, Sequence
+from typing import Sequence
 
 from metaqa.data.records import DataValidationError, QARecord
 from metaqa.data.shards import load_source
 from metaqa.evaluation.postprocess import SpanPrediction
 from metaqa.export.predictor import make_record
+from metaqa.fileio import write_jsonl
 
 JSONL_SUFFIXES = (".jsonl", ".ndjson")
 
@@ -70,22 +69,6 @@ def prediction_row(p: SpanPrediction) -> dict:
     return {"id": p.id, "answer": p.text, "score": _finite(p.score),
             "start": p.start if answered else None, "end": p.end if answered else None,
             "null_score": _finite(p.null_score)}
-
-
-def write_jsonl(path: str | Path, rows: Iterable[dict]) -> Path:
-    """Atomic JSONL write (temp file in the same dir + rename), UTF-8, non-ASCII kept as is."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            for row in rows:
-                f.write(json.dumps(row, ensure_ascii=False) + "\n")
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
 
 
 def write_predictions(path: str | Path, predictions: Sequence[SpanPrediction]) -> Path:

@@ -24,8 +24,6 @@ is not among the variants (`int8_f1_reference` names which).
 from __future__ import annotations
 
 import copy
-import csv
-import json
 import logging
 import os
 import platform
@@ -44,10 +42,10 @@ from metaqa.evaluation.latency import latency_stats, model_size_mb, throughput, 
 from metaqa.evaluation.squad_v2 import gold_from_records, squad_v2_metrics
 from metaqa.export.convert import build_variant, check_variant
 from metaqa.export.predictor import OnnxPredictor
-from metaqa.fileio import replace_dir, write_json
+from metaqa.fileio import replace_dir, write_csv, write_json
 from metaqa.models.inference import DecodeConfig, score
 from metaqa.tracking.plots import latency_plot
-from metaqa.tracking.run import instantiate_list, log_hyperparams, run_stage
+from metaqa.tracking.run import instantiate_list, log_hyperparams, resolved_config, run_stage
 from metaqa.tracking.tables import markdown_table
 
 log = logging.getLogger(__name__)
@@ -186,17 +184,6 @@ def headline(rows: list[dict], threads: int, include_pipeline: bool) -> dict[str
     }
 
 
-def write_csv(path: Path, rows: list[dict], columns: Sequence[str]) -> None:
-    """Atomic CSV write (temp file + rename)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    with tmp.open("w", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=list(columns), extrasaction="ignore")
-        writer.writeheader()
-        writer.writerows(rows)
-    tmp.replace(path)
-
-
 def table(rows: list[dict]) -> str:
     return markdown_table([{k: ("–" if v is None else v) for k, v in r.items()} for r in rows], TABLE_COLUMNS)
 
@@ -293,12 +280,12 @@ def run(cfg: DictConfig) -> dict:
     write_json(out / "bench.json", {
         "rows": rows, "headline": summary, "model_dir": str(model_dir.resolve()), "source": str(cfg.source),
         "variants": {n: {"dir": str(d), "spec": specs[n]} for n, d in dirs.items()},
-        "config": {k: OmegaConf.to_container(cfg[k], resolve=True) if OmegaConf.is_config(cfg[k]) else cfg[k]
-                   for k in ("threads", "limit", "warmup", "repeats", "batch_size", "max_seq_length",
-                             "doc_stride", "decode", "include_pipeline")},
+        "config": {k: v for k, v in resolved_config(cfg).items()
+                   if k in ("threads", "limit", "warmup", "repeats", "batch_size", "max_seq_length",
+                            "doc_stride", "decode", "include_pipeline")},
         "environment": environment(),
     })
-    (out / "latencies.json").write_text(json.dumps(latencies))
+    write_json(out / "latencies.json", latencies)
     log_to_loggers(cfg, rows, summary, plot)
     print(table(rows))
     print(f"\nbench: {len(records)} questions; headline at {threads[0]} thread(s): best {summary['best_variant']} "
