@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: help install demo test test-slow test-all lint bench-reader clean
+.PHONY: help install demo test test-slow test-all lint bench-reader bench-export bench-meta bench-synth bench-pipeline clean
 
 help:  ## list targets
 	@grep -E '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-14s %s\n", $$1, $$2}'
@@ -35,6 +35,18 @@ lint: $(STAMP)  ## pyflakes + import order (ruff)
 
 bench-reader: $(STAMP)  ## fine-tune MiniLM on SQuAD v1.1 subsets (needs ../shared/data)
 	$(BIN)/python scripts/bench_reader.py
+
+bench-export: $(STAMP)  ## export variants vs transformers.pipeline, MiniLM + bert-mini (needs ../shared/data)
+	$(BIN)/python scripts/bench_export.py
+
+bench-meta: $(STAMP)  ## meta-learning vs multitask, k-shot on SubjQA domains (needs ../shared/data)
+	$(BIN)/python scripts/bench_meta.py
+
+bench-synth: $(STAMP)  ## synthetic QA throughput and quality (needs ../shared/data)
+	$(BIN)/python scripts/bench_synth.py
+
+bench-pipeline: $(STAMP)  ## retrieval + reader pipeline: paragraph accuracy, F1, latency (needs ../shared/data)
+	$(BIN)/python scripts/bench_pipeline.py
 
 clean:  ## remove outputs and caches (keeps .venv)
 	rm -rf outputs .pytest_cache

@@ -13,13 +13,19 @@ STAGES = {
     "export": ("metaqa.stages.export", "reader dir → ONNX (fp32, optimized, int8), gated on parity with PyTorch"),
     "predict": ("metaqa.stages.predict", "answer questions with an exported ONNX dir (onnxruntime)"),
     "bench": ("metaqa.stages.bench", "export variants vs transformers.pipeline: latency p50/p95/p99, throughput, size, F1"),
+    "synth": ("metaqa.stages.synth", "generate QA pairs for unannotated paragraphs (NER → cloze questions → roundtrip filter)"),
+    "meta_train": ("metaqa.stages.meta_train", "meta-learn a reader across themes (MAML, FOMAML, Reptile; multitask baseline)"),
+    "finetune": ("metaqa.stages.finetune", "adapt a (meta-)reader to one target theme with k examples; F1 before/after"),
+    "pipeline": ("metaqa.stages.pipeline", "question + theme → retrieve paragraphs → read → answer"),
+    "pipeline_eval": ("metaqa.stages.pipeline_eval", "paragraph accuracy, F1, latency and DevRev theme score of the pipeline"),
+    "report": ("metaqa.stages.report", "one table + plots over every run of a run or sweep dir"),
     "demo": ("metaqa.stages.demo", "prep → train → eval on the embedded sample"),
 }
 
 
 def usage() -> str:
     lines = ["usage: metaqa <stage> [hydra overrides] [--help | --cfg job | -m ...]", "", "stages:"]
-    lines += [f"  {name:<10} {about}" for name, (_, about) in STAGES.items()]
+    lines += [f"  {name.replace('_', '-'):<14} {about}" for name, (_, about) in STAGES.items()]
     lines += ["", "e.g. metaqa train model=tiny trainer.max_steps=10", "     metaqa train --help"]
     return "\n".join(lines)
 
