@@ -39,7 +39,10 @@ class Throughput(pl.Callback):
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
         self.seconds += time.perf_counter() - self._t0
-        self.examples += len(batch["input_ids"]) * trainer.world_size
+        if isinstance(batch, list):  # a meta-learning episode: every rank gets the whole episode
+            self.examples += sum(task.n_windows for task in batch)
+        else:
+            self.examples += len(batch["input_ids"]) * trainer.world_size
 
     @property
     def examples_per_s(self) -> float:
