@@ -15,7 +15,7 @@ GROUPS = {g: sorted(p.stem for p in (CONF_DIR / g).glob("*.yaml"))
 
 @pytest.mark.parametrize("base", BASES)
 def test_base_configs_compose_and_resolve(stage_cfg, base):
-    overrides = ["model_dir=/tmp/x"] if base in ("bench", "eval", "export", "predict") else []
+    overrides = ["model_dir=/tmp/x"] if base in ("bench", "eval", "export", "finetune", "predict") else []
     cfg = stage_cfg(base, overrides)
     assert resolved_config(cfg)
 

@@ -10,6 +10,16 @@ import pytorch_lightning as pl
 from metaqa.fileio import replace_dir
 
 
+def save_reader(net, tokenizer, dirpath: str | Path) -> Path:
+    """net + tokenizer as a save_pretrained dir, swapped in whole (never half-written)."""
+    dirpath = Path(dirpath)
+    tmp = dirpath.with_name(dirpath.name + ".tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    net.save_pretrained(tmp)
+    tokenizer.save_pretrained(tmp)
+    return replace_dir(tmp, dirpath)
+
+
 class SavePretrained(pl.Callback):
     """At the end of fit, write net + tokenizer so that `transformers.pipeline` loads the dir."""
 
@@ -17,13 +27,8 @@ class SavePretrained(pl.Callback):
         self.dirpath = Path(dirpath)
 
     def on_train_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        if not trainer.is_global_zero:
-            return
-        tmp = self.dirpath.with_name(self.dirpath.name + ".tmp")
-        shutil.rmtree(tmp, ignore_errors=True)
-        pl_module.net.save_pretrained(tmp)
-        trainer.datamodule.tokenizer.save_pretrained(tmp)
-        replace_dir(tmp, self.dirpath)
+        if trainer.is_global_zero:
+            save_reader(pl_module.net, trainer.datamodule.tokenizer, self.dirpath)
 
 
 class Throughput(pl.Callback):
