@@ -77,3 +77,11 @@ def test_killed_run_resumes_to_the_same_parameters(prep_dir, stage_cfg, tmp_path
     resumed = meta_train.run(stage_cfg("meta_train", [*common, "ckpt_path=last"], out=crashed))
     assert resumed["global_step"] == 6
     assert_same_weights(weights(crashed), weights(tmp_path / "straight"), atol=0)
+
+
+def test_meta_vs_multitask_experiment_composes(stage_cfg):
+    from metaqa.tracking.run import resolved_config
+
+    cfg = resolved_config(stage_cfg("meta_train", ["experiment=meta_vs_multitask", "meta=none"]))
+    assert cfg["datamodule"]["train_source"].endswith("squad/train-v1.1.json")
+    assert cfg["module"]["algorithm"] == "none" and cfg["datamodule"]["tasks_per_step"] == 4
