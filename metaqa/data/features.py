@@ -121,10 +121,16 @@ class FeatureDataset(torch.utils.data.Dataset):
         return item
 
     def collate(self, items: list[dict]) -> dict[str, torch.Tensor]:
+        return self.collate_items(items, self.pad_token_id)
+
+    @staticmethod
+    def collate_items(items: list[dict], pad_token_id: int) -> dict[str, torch.Tensor]:
         width = max(len(it["input_ids"]) for it in items)
         batch: dict[str, torch.Tensor] = {}
-        for key in self.features.encodings:
-            pad = self.pad_token_id if key == "input_ids" else 0
+        for key in ("input_ids", "attention_mask", "token_type_ids"):
+            if key not in items[0]:
+                continue
+            pad = pad_token_id if key == "input_ids" else 0
             batch[key] = torch.tensor([it[key] + [pad] * (width - len(it[key])) for it in items])
         for key in ("feature_index", "start_positions", "end_positions"):
             if key in items[0]:

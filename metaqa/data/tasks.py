@@ -1,7 +1,7 @@
 """Domain tasks for meta-learning: one theme = one task; an episode = a meta-batch of tasks.
 
-Every question is tokenised once (`featurize`); a task draws disjoint support and query
-*questions* of its theme and takes all of their windows. The episode of meta-step `s` is a pure
+A task draws disjoint support and query *questions* of its theme and takes all of their windows;
+questions are tokenised when first drawn (a few hundred per run, not all 87k of SQuAD). The episode of meta-step `s` is a pure
 function of (seed, s), so a resumed run draws exactly the episodes it would have drawn, and every
 DDP rank draws the same episode (each then adapts on its own share of the tasks).
 """
@@ -15,8 +15,9 @@ import numpy as np
 import torch
 
 from metaqa.data.datamodule import QADataModule
-from metaqa.data.features import FeatureDataset, Features
+from metaqa.data.features import FeatureDataset, featurize
 from metaqa.data.records import QARecord
+from metaqa.data.shards import load_source
 
 log = logging.getLogger(__name__)
 
@@ -36,20 +37,18 @@ class Task:
 
 
 class TaskPool:
-    """Windows of every question, grouped by theme; draws episodes deterministically."""
+    """Questions grouped by theme; draws episodes deterministically, tokenising on demand."""
 
-    def __init__(self, records: Sequence[QARecord], features: Features, pad_token_id: int,
-                 n_support: int, n_query: int, tasks_per_step: int, sampling: str = "uniform",
-                 seed: int = 0) -> None:
+    def __init__(self, records: Sequence[QARecord], tokenizer, n_support: int, n_query: int,
+                 tasks_per_step: int, sampling: str = "uniform", seed: int = 0,
+                 max_seq_length: int = 384, doc_stride: int = 128) -> None:
         if sampling not in TASK_SAMPLING:
             raise ValueError(f"meta.task_sampling must be one of {TASK_SAMPLING}, got '{sampling}'")
-        self.dataset = FeatureDataset(features, pad_token_id)
+        self.records, self.tokenizer = records, tokenizer
+        self.max_seq_length, self.doc_stride = max_seq_length, doc_stride
         self.n_support, self.n_query = n_support, n_query
         self.tasks_per_step, self.sampling, self.seed = tasks_per_step, sampling, seed
-        by_question: dict[int, list[int]] = {}
-        for window, question in enumerate(features.example_index):
-            by_question.setdefault(int(question), []).append(window)
-        self.windows = by_question
+        self._windows: dict[int, list[dict]] = {}  # question index → its tokenised windows
         by_theme: dict[str, list[int]] = {}
         for i, record in enumerate(records):
             by_theme.setdefault(record.theme, []).append(i)
@@ -81,8 +80,16 @@ class TaskPool:
         return tasks
 
     def _batch(self, questions: np.ndarray) -> dict[str, torch.Tensor]:
-        windows = [w for q in sorted(questions.tolist()) for w in self.windows[q]]
-        return self.dataset.collate([self.dataset[w] for w in windows])
+        order = sorted(questions.tolist())
+        new = [q for q in order if q not in self._windows]
+        if new:
+            features = featurize(self.tokenizer, [self.records[q] for q in new], self.max_seq_length,
+                                 self.doc_stride, with_labels=True)
+            dataset = FeatureDataset(features, self.tokenizer.pad_token_id)
+            for window, question in enumerate(features.example_index):
+                self._windows.setdefault(new[question], []).append(dataset[window])
+        items = [w for q in order for w in self._windows[q]]
+        return FeatureDataset.collate_items(items, self.tokenizer.pad_token_id)
 
 
 class EpisodeStream(torch.utils.data.IterableDataset):
@@ -112,11 +119,15 @@ class MetaDataModule(QADataModule):
         self.pool: TaskPool | None = None
 
     def setup(self, stage: str | None = None) -> None:
-        super().setup(stage)
-        if self.pool is None and self.train_features is not None:
-            self.pool = TaskPool(self.train_records, self.train_features, self.tokenizer.pad_token_id,
-                                 self.n_support, self.n_query, self.tasks_per_step,
-                                 self.task_sampling, self.seed)
+        if stage in (None, "fit") and self.pool is None and self.train_source:
+            self.train_records = load_source(self.train_source)[: self.limit_train]
+            self.pool = TaskPool(self.train_records, self.tokenizer, self.n_support, self.n_query,
+                                 self.tasks_per_step, self.task_sampling, self.seed,
+                                 self.max_seq_length, self.doc_stride)
+            log.info("%s: %d questions in %d themes with enough questions for a task",
+                     self.train_source, len(self.train_records), len(self.pool.themes))
+        if self.val_features is None and self.val_source:
+            self.val_records, self.val_features = self._load(self.val_source, self.limit_val, False)
 
     def train_dataloader(self):
         # Start at the restored global step: a resumed run continues the same episode sequence

@@ -52,9 +52,10 @@ def run(cfg: DictConfig) -> dict:
         trainer.validate(module, datamodule=datamodule, verbose=False)  # score the final weights
 
     metrics = {k: float(v) for k, v in trainer.callback_metrics.items()}
-    if datamodule.train_features is not None:  # under ddp_spawn the children hold the data
+    if datamodule.train_records:  # under ddp_spawn the children hold the data
         metrics["global_step"] = trainer.global_step
         metrics["train_questions"] = len(datamodule.train_records)
+    if datamodule.train_features is not None:  # (meta-training tokenises drawn questions only)
         metrics["train_windows"] = len(datamodule.train_features)
     for cb in callbacks:
         if isinstance(cb, Throughput) and cb.seconds:  # (spawned ranks keep their own copy)

@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from metaqa.config import CONF_DIR
-from metaqa.data.features import featurize, model_inputs
+from metaqa.data.features import model_inputs
 from metaqa.data.formats import read_devrev_csv
 from metaqa.data.tasks import TaskPool
 from metaqa.meta.algorithms import accumulate_task_gradient
@@ -18,8 +18,8 @@ ALPHA = 0.05
 @pytest.fixture(scope="module")
 def pool(tokenizer):
     records = read_devrev_csv(SAMPLE).records
-    features = featurize(tokenizer, records, max_seq_length=64, doc_stride=16)
-    return TaskPool(records, features, tokenizer.pad_token_id, n_support=2, n_query=2, tasks_per_step=3, seed=7)
+    return TaskPool(records, tokenizer, n_support=2, n_query=2, tasks_per_step=3, seed=7,
+                    max_seq_length=64, doc_stride=16)
 
 
 @pytest.fixture
@@ -153,7 +153,5 @@ def test_gradients_of_an_episode_are_the_mean_over_tasks(net, pool):
 def test_unknown_algorithm_and_too_few_questions_are_clear_errors(net, pool, tokenizer):
     with pytest.raises(ValueError, match="meta.algorithm"):
         accumulate_task_gradient(net, pool.episode(0)[0], "mamll", ALPHA, 1, 1)
-    records = read_devrev_csv(SAMPLE).records
-    features = featurize(tokenizer, records, max_seq_length=64, doc_stride=16)
     with pytest.raises(ValueError, match="n_support"):
-        TaskPool(records, features, tokenizer.pad_token_id, n_support=40, n_query=40, tasks_per_step=2)
+        TaskPool(read_devrev_csv(SAMPLE).records, tokenizer, n_support=40, n_query=40, tasks_per_step=2)
