@@ -15,7 +15,9 @@ GROUPS = {g: sorted(p.stem for p in (CONF_DIR / g).glob("*.yaml"))
 
 @pytest.mark.parametrize("base", BASES)
 def test_base_configs_compose_and_resolve(stage_cfg, base):
-    overrides = ["model_dir=/tmp/x"] if base in ("bench", "eval", "export", "finetune", "predict") else []
+    needs_model_dir = ("bench", "eval", "export", "finetune", "pipeline", "pipeline_eval", "predict")
+    overrides = ["model_dir=/tmp/x"] if base in needs_model_dir else []
+    overrides += ["dir=/tmp/x"] if base == "report" else []
     cfg = stage_cfg(base, overrides)
     assert resolved_config(cfg)
 
@@ -25,6 +27,20 @@ def test_every_group_option_composes_into_train(stage_cfg, group, option):
     cfg = stage_cfg("train", [f"{group}={option}"])
     resolved = resolved_config(cfg)
     assert resolved["trainer"]["_target_"] == "pytorch_lightning.Trainer"
+
+
+@pytest.mark.parametrize("search", sorted(p.stem for p in (CONF_DIR / "hparams_search").glob("*.yaml")))
+def test_hparams_search_configs_compose_into_train(stage_cfg, search):
+    cfg = stage_cfg("train", [f"+hparams_search={search}"])
+    sweeper = cfg.hydra.sweeper
+    assert cfg.hydra.mode.name == "MULTIRUN" and sweeper._target_.endswith("OptunaSweeper")
+    assert sweeper.storage is None and sweeper.params  # optuna 2.x: in-memory study
+    metrics = [cfg.optimized_metric] if isinstance(cfg.optimized_metric, str) else list(cfg.optimized_metric)
+    directions = [sweeper.direction] if isinstance(sweeper.direction, str) else list(sweeper.direction)
+    assert len(metrics) == len(directions)  # one direction per objective
+    if "val/latency_p50_ms" in metrics:  # measured by the latency callback
+        assert cfg.callbacks.latency._target_ == "metaqa.tracking.callbacks.ReaderLatency"
+    assert resolved_config(cfg)
 
 
 @pytest.mark.parametrize("name,hidden,layers,embedding", [

@@ -56,3 +56,41 @@ class Throughput(pl.Callback):
     def on_train_end(self, trainer, pl_module) -> None:
         for logger in trainer.loggers:
             logger.log_metrics({"train/examples_per_s": self.examples_per_s}, step=trainer.global_step)
+
+
+class ReaderLatency(pl.Callback):
+    """Latency per question (batch 1: tokenise + forward + postprocess, like `metaqa bench`) of
+    the reader on its first `questions` validation questions, and its size, after each validation.
+
+    Recorded as val/latency_p50_ms, val/latency_p95_ms, model_mb (fp32 parameters) and
+    model_params_m in the loggers and in the run's metrics, so a sweep can trade F1 against speed
+    (conf/hparams_search/train_optuna_f1_latency.yaml). Timed at `threads` torch threads so runs
+    compare whatever else the machine does; for export variants use `metaqa bench`.
+    """
+
+    def __init__(self, questions: int = 32, warmup: int = 3, threads: int = 1) -> None:
+        self.questions, self.warmup, self.threads = questions, warmup, threads
+
+    def on_validation_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        records = getattr(trainer.datamodule, "val_records", None)
+        if trainer.sanity_checking or not trainer.is_global_zero or not records:
+            return
+        import torch
+
+        from metaqa.evaluation.latency import latency_stats, time_calls, torch_threads
+        from metaqa.models.inference import predict_records
+
+        dm, net = trainer.datamodule, pl_module.net
+        with torch_threads(self.threads), torch.no_grad():
+            times, _ = time_calls(lambda r: predict_records(net, dm.tokenizer, [r], dm.max_seq_length,
+                                                            dm.doc_stride, 1, pl_module.decode),
+                                  records[: self.questions], self.warmup)
+        stats = latency_stats(times)
+        params = sum(p.numel() for p in net.parameters())
+        metrics = {"val/latency_p50_ms": stats["p50_ms"], "val/latency_p95_ms": stats["p95_ms"],
+                   "model_mb": sum(p.numel() * p.element_size() for p in net.parameters()) / 2**20,
+                   "model_params_m": params / 1e6}
+        for key, value in metrics.items():  # read back by the stage with the validation metrics
+            trainer.callback_metrics[key] = torch.tensor(value)
+        for logger in trainer.loggers:
+            logger.log_metrics(metrics, step=trainer.global_step)

@@ -56,3 +56,73 @@ def latency_plot(samples: Mapping[str, Sequence[float] | np.ndarray], path: str 
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path)
     return path
+
+
+def _figure(width: float, height: float):
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(width, height), dpi=110)
+    FigureCanvasAgg(fig)
+    return fig
+
+
+def _save(fig, path: str | Path) -> Path:
+    fig.tight_layout()
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path)
+    return path
+
+
+def pareto_plot(points: Sequence[Mapping], path: str | Path, xlabel: str = "latency per question (ms)",
+                ylabel: str = "F1", title: str = "F1 vs latency") -> Path:
+    """Scatter of `points` (dicts with latency, f1, label, pareto) with the Pareto front (lowest
+    latency for its F1) drawn as a step line and labelled; other points labelled when few."""
+    if not points:
+        raise ValueError("no points to plot")
+    fig = _figure(7.5, 4.8)
+    ax = fig.subplots()
+    rest = [p for p in points if not p["pareto"]]
+    front = sorted((p for p in points if p["pareto"]), key=lambda p: p["latency"])
+    if rest:
+        ax.scatter([p["latency"] for p in rest], [p["f1"] for p in rest], s=28, color="0.6", label="dominated")
+    ax.scatter([p["latency"] for p in front], [p["f1"] for p in front], s=48, color="C3", zorder=3,
+               label="Pareto front")
+    ax.step([p["latency"] for p in front], [p["f1"] for p in front], where="post", color="C3", alpha=0.6)
+    for p in front + (rest if len(points) <= 12 else []):
+        ax.annotate(str(p["label"])[:40], (p["latency"], p["f1"]), xytext=(5, 4), textcoords="offset points",
+                    fontsize=7, color="C3" if p["pareto"] else "0.35")
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    ax.set_title(title)
+    ax.grid(alpha=0.3)
+    ax.legend(loc="best", fontsize=8)
+    lo, hi = ax.get_xlim()
+    ax.set_xlim(lo, hi + 0.25 * (hi - lo))  # room for the labels
+    return _save(fig, path)
+
+
+def per_theme_plot(series: Mapping[str, Mapping[str, float]], path: str | Path, ylabel: str = "F1",
+                   title: str = "F1 per theme") -> Path:
+    """Grouped bars: one group per theme, one bar per series (e.g. before / after meta-learning,
+    or one per run), value printed on each bar when there is room."""
+    names = [n for n, values in series.items() if values]
+    if not names:
+        raise ValueError("no per-theme values to plot")
+    themes = sorted({t for n in names for t in series[n]})
+    width = 0.8 / len(names)
+    fig = _figure(max(6.0, 2.5 + len(themes) * (0.3 + 0.15 * len(names))), 4.2)
+    ax = fig.subplots()
+    x = np.arange(len(themes))
+    for i, name in enumerate(names):
+        values = [series[name].get(t, np.nan) for t in themes]
+        bars = ax.bar(x - 0.4 + width * (i + 0.5), values, width, label=str(name)[:50], color=f"C{i % 10}")
+        if len(names) * len(themes) <= 24:
+            ax.bar_label(bars, fmt="%.1f", fontsize=7, padding=1)
+    ax.set_xticks(x, labels=themes, rotation=30 if len(themes) > 6 else 0, ha="right" if len(themes) > 6 else "center")
+    ax.set_ylabel(ylabel)
+    ax.set_title(title)
+    ax.grid(axis="y", alpha=0.3)
+    ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.0, 1.0))
+    return _save(fig, path)

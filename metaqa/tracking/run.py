@@ -1,8 +1,14 @@
-"""Run bookkeeping for every stage: summary.json on success or failure, W&B always finished,
-the sweeper's `optimized_metric` returned (lightning-hydra-template's task_wrapper)."""
+"""Run bookkeeping for every stage: summary.json on success or failure,
+the outcome in W&B when a wandb logger is configured, W&B always finished, the sweeper's
+`optimized_metric` returned (lightning-hydra-template's task_wrapper).
+
+In a multirun a failing job is recorded and the sweep goes on, and a job that already finished
+is skipped, so rerunning a sweep into the same `hydra.sweep.dir` resumes it (see `run_stage`)."""
 from __future__ import annotations
 
+import json
 import logging
+import math
 import time
 import traceback
 from pathlib import Path
@@ -15,55 +21,178 @@ from metaqa.fileio import write_json
 
 log = logging.getLogger(__name__)
 SUMMARY = "summary.json"
+WANDB_FILES = ("*.json", "*.csv", "*.png", "*.md")  # small result files at the top of a run dir
+WANDB_FILE_LIMIT = 20 * 2**20
 
 
-def finish_wandb() -> None:
+def finish_wandb(exit_code: int = 0) -> None:
     """Close the W&B run, else the next job of a multirun logs into this one."""
     try:
         import wandb
     except ImportError:
         return
     if wandb.run is not None:
-        wandb.finish()
+        wandb.finish(exit_code=exit_code)
 
 
-def run_stage(stage: str, run: Callable[[DictConfig], dict], cfg: DictConfig) -> float | None:
-    """Run a stage, record its outcome in <output_dir>/summary.json, return the optimised metric."""
+def run_stage(stage: str, run: Callable[[DictConfig], dict], cfg: DictConfig) -> float | list[float] | None:
+    """Run a stage, record its outcome in <output_dir>/summary.json, return the optimised metric(s).
+
+    Inside a multirun (`-m`, or a hparams_search config):
+    - a job that raises is recorded (status failed, error, traceback) and returns NaN, which
+      Optuna counts as a failed trial, so the sweep goes on; `+fail_fast=true` re-raises instead;
+    - a job whose summary.json already says ok for the same overrides is skipped and returns its
+      stored metric: rerunning a sweep resumes it (`+skip_done=false` runs every job again).
+    A single run always runs and re-raises (`+skip_done=true` skips it when done). An interrupt
+    (Ctrl-C, SIGTERM) is recorded as status interrupted and stops the sweep; a rerun resumes it.
+    """
     out = Path(cfg.paths.output_dir)
+    job = job_info()
+    if cfg.get("skip_done", job["multirun"]):
+        done = finished_summary(out, stage, job["overrides"])
+        if done is not None:
+            log.info("%s: done before (%s says ok), skipped; +skip_done=false reruns it", out, SUMMARY)
+            return objective(cfg, done.get("metrics") or {})
     started = time.time()
     summary: dict[str, Any] = {"stage": stage, "output_dir": str(out)}
+    metrics = None
     try:
         metrics = run(cfg) or {}
         summary.update(status="ok", metrics=metrics)
     except Exception as err:
         summary.update(status="failed", error=f"{type(err).__name__}: {err}",
                        traceback=traceback.format_exc())
+        if not job["multirun"] or cfg.get("fail_fast", False):
+            raise
+        log.error("%s failed: %s (recorded in %s; the sweep goes on)", stage, summary["error"], out / SUMMARY)
+    except BaseException as err:  # Ctrl-C, SIGTERM (Lightning's SIGTERMException), exit: stop the sweep too
+        summary.update(status="interrupted", error=f"{type(err).__name__}: {err}".rstrip(": "))
         raise
     finally:
         summary["seconds"] = round(time.time() - started, 2)
-        summary["overrides"] = _overrides()
+        summary["overrides"] = job["overrides"]
+        summary["choices"] = job["choices"]
         write_json(out / SUMMARY, summary)
-        finish_wandb()
-    metric_name = cfg.get("optimized_metric")
-    if metric_name:
-        if metric_name not in metrics:
-            raise KeyError(f"optimized_metric '{metric_name}' not among the metrics: {sorted(metrics)}")
-        return float(metrics[metric_name])
-    return None
+        log_summary_to_wandb(cfg, summary, out)
+        finish_wandb(exit_code=0 if summary.get("status") == "ok" else 1)
+    if metrics is None:  # failed inside a multirun
+        names = cfg.get("optimized_metric")
+        return None if not names else math.nan if isinstance(names, str) else [math.nan] * len(names)
+    return objective(cfg, metrics)
 
 
-def _overrides() -> list[str]:
+def objective(cfg: DictConfig, metrics: dict) -> float | list[float] | None:
+    """`optimized_metric` (a metric name, or a list of names for a multi-objective sweeper) read
+    from the stage's metrics."""
+    names = cfg.get("optimized_metric")
+    if not names:
+        return None
+    wanted = [names] if isinstance(names, str) else list(names)
+    missing = [n for n in wanted if n not in metrics]
+    if missing:
+        raise KeyError(f"optimized_metric {missing} not among the metrics: {sorted(metrics)}")
+    values = [float(metrics[n]) for n in wanted]
+    return values[0] if isinstance(names, str) else values
+
+
+def finished_summary(out: Path, stage: str, overrides: list[str]) -> dict | None:
+    """The summary of a job that already finished in `out` with the same overrides, else None."""
+    try:
+        done = json.loads((out / SUMMARY).read_text())
+    except (OSError, ValueError):
+        return None
+    same = done.get("status") == "ok" and done.get("stage") == stage and done.get("overrides") == overrides
+    return done if same else None
+
+
+def job_info() -> dict[str, Any]:
+    """This Hydra job: multirun or not, its task overrides, its config-group choices, and in a
+    multirun the sweep's name (its dir's name) and a run name (job number + overrides)."""
     from hydra.core.hydra_config import HydraConfig
+    from hydra.types import RunMode
 
-    return list(HydraConfig.get().overrides.task) if HydraConfig.initialized() else []
+    info: dict[str, Any] = {"multirun": False, "overrides": [], "choices": {}, "sweep": None, "name": None}
+    if not HydraConfig.initialized():
+        return info
+    hc = HydraConfig.get()
+    choices = OmegaConf.select(hc, "runtime.choices") or {}
+    info.update(overrides=list(hc.overrides.task),
+                choices={k: v for k, v in choices.items() if v is not None and not k.startswith("hydra")})
+    if hc.get("mode") == RunMode.MULTIRUN:
+        info.update(multirun=True, sweep=Path(str(hc.sweep.dir)).name,
+                    name=f"{hc.job.num}:{hc.job.override_dirname}" if hc.job.override_dirname else str(hc.job.num))
+    return info
+
+
+def flatten(node: Any, prefix: str = "") -> dict[str, Any]:
+    """Nested dicts as one level of `a/b` keys; lists as JSON text."""
+    if isinstance(node, dict):
+        flat: dict[str, Any] = {}
+        for key, value in node.items():
+            flat.update(flatten(value, f"{prefix}{key}/"))
+        return flat
+    return {prefix.rstrip("/"): json.dumps(node) if isinstance(node, (list, tuple)) else node}
+
+
+def wandb_init_kwargs(node: DictConfig) -> dict[str, Any]:
+    """`wandb.init` arguments from a WandbLogger config node (save_dir -> dir), sweep defaults filled."""
+    spec = {**OmegaConf.to_container(node, resolve=True), **wandb_sweep_defaults(node)}
+    kwargs = {k: spec[k] for k in ("project", "entity", "group", "job_type", "tags", "mode", "name", "notes")
+              if spec.get(k) is not None}
+    if spec.get("save_dir"):
+        Path(spec["save_dir"]).mkdir(parents=True, exist_ok=True)
+        kwargs["dir"] = spec["save_dir"]
+    return kwargs
+
+
+def wandb_sweep_defaults(node: DictConfig) -> dict[str, Any]:
+    """In a multirun, W&B runs of one sweep share a group (the sweep dir's name) and are named by
+    job number + overrides, unless the logger config sets `group` / `name`."""
+    job = job_info()
+    if not job["multirun"]:
+        return {}
+    return {k: job[v] for k, v in (("group", "sweep"), ("name", "name")) if node.get(k) is None}
+
+
+def log_summary_to_wandb(cfg: DictConfig, summary: dict, out: Path) -> None:
+    """With a wandb logger configured, every job ends with one W&B run that holds its resolved
+    config, status, metrics, per-theme F1/EM, error and small result files: the stage's own run (Lightning's
+    WandbLogger), or one started here when the stage has none or failed before it started."""
+    node = (cfg.get("logger") or {}).get("wandb")
+    if not node:
+        return
+    try:
+        import wandb
+
+        run = wandb.run
+        if run is None:
+            try:
+                config = resolved_config(cfg)
+            except Exception:  # e.g. a missing value: the overrides still say what ran
+                config = {"overrides": summary.get("overrides")}
+            run = wandb.init(**wandb_init_kwargs(node), config=config)
+        from metaqa.tracking.report import per_theme_columns, read_run  # (report imports this module)
+
+        flat = {k: v for k, v in flatten(summary.get("metrics") or {}).items()
+                if isinstance(v, (int, float, str, bool)) or v is None}
+        flat.update(per_theme_columns(read_run(out, out)))  # val_per_theme.json, metrics.json, per_theme.json
+        run.summary.update({**flat, "status": summary.get("status"), "seconds": summary.get("seconds")})
+        if summary.get("error"):
+            run.summary["error"] = summary["error"]
+        for pattern in WANDB_FILES:
+            for path in sorted(out.glob(pattern)):
+                if path.is_file() and path.stat().st_size <= WANDB_FILE_LIMIT:
+                    wandb.save(str(path), base_path=str(out), policy="now")
+    except Exception as err:  # tracking never changes a job's outcome
+        log.warning("W&B: could not record the run summary (%s); %s has it", err, out / SUMMARY)
 
 
 def instantiate_list(cfg: DictConfig | None) -> list:
     """Instantiate every `_target_` entry of a config group node (loggers, callbacks)."""
     if not cfg:
         return []
-    return [hydra.utils.instantiate(node) for node in cfg.values()
-            if isinstance(node, DictConfig) and "_target_" in node]
+    return [hydra.utils.instantiate(node, **(wandb_sweep_defaults(node) if "Wandb" in str(node._target_) else {}))
+            for node in cfg.values() if isinstance(node, DictConfig) and "_target_" in node]
 
 
 def resolved_config(cfg: DictConfig) -> dict:
