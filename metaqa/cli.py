@@ -19,6 +19,7 @@ STAGES = {
     "pipeline": ("metaqa.stages.pipeline", "question + theme → retrieve paragraphs → read → answer"),
     "pipeline_eval": ("metaqa.stages.pipeline_eval", "paragraph accuracy, F1, latency and DevRev theme score of the pipeline"),
     "report": ("metaqa.stages.report", "one table + plots over every run of a run or sweep dir"),
+    "run": ("metaqa.stages.run", "chain stages from one config: metaqa run experiment=chain"),
     "demo": ("metaqa.stages.demo", "prep → train → eval on the embedded sample"),
 }
 

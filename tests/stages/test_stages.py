@@ -9,8 +9,8 @@ import torch
 from transformers import pipeline
 
 from metaqa.data.records import DataValidationError
-from metaqa.stages import demo, prep, train
 from metaqa.stages import eval as eval_stage
+from metaqa.stages import prep, train
 from metaqa.tracking.run import run_stage
 
 FAST_TRAIN = ["model=tiny", "trainer.max_steps=6", "datamodule.batch_size=8",
@@ -105,14 +105,12 @@ def test_wandb_logger_writes_an_offline_run(prepared, stage_cfg, tmp_path):
     assert (tmp_path / "train" / "csv" / "metrics.csv").exists()
 
 
-def test_demo_chains_the_stages(stage_cfg, tmp_path):
-    cfg = stage_cfg("demo", ["model=tiny", "train_overrides=['trainer.max_steps=3','datamodule.max_seq_length=128',"
-                             "'datamodule.doc_stride=32']", "eval_overrides=['max_seq_length=128','doc_stride=32']"])
-    metrics = demo.run(cfg)
-    assert metrics["total"] == 60
-    for stage in ("prep", "train", "eval"):
-        assert (tmp_path / "demo" / stage).is_dir()
-    assert (tmp_path / "demo" / "train" / "reader" / "config.json").exists()
+def test_demo_is_the_chain_on_the_sample(stage_cfg):
+    from metaqa.tracking.run import resolved_config
+
+    cfg = resolved_config(stage_cfg("demo"))
+    assert list(cfg["steps"]) == ["prep", "synth", "meta_train", "finetune", "export", "bench", "report"]
+    assert cfg["data"]["name"] == "sample" and cfg["optimized_metric"] == "finetune/after/f1"
 
 
 def run_cli(*args, cwd):
