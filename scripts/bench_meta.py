@@ -88,6 +88,9 @@ def adapt_one(args, reader: Path, domain: str, k: int, seed: int, out: Path) -> 
 
 def step_cost(args, out_root: Path) -> dict[str, float]:
     """Windows/s of each algorithm on the same episodes (same seed), one after another."""
+    done = out_root / "step_cost.json"
+    if done.exists():
+        return json.loads(done.read_text())
     rates = {}
     for method in ("none", "fomaml", "reptile", "maml"):
         out = out_root / f"cost_{method}"
@@ -96,6 +99,7 @@ def step_cost(args, out_root: Path) -> dict[str, float]:
             "+callbacks.throughput._target_=metaqa.tracking.callbacks.Throughput"]))
         rates[method] = metrics["train/examples_per_s"]
         print(f"step cost {method}: {rates[method]:.1f} windows/s", flush=True)
+    done.write_text(json.dumps(rates))
     return rates
 
 
@@ -138,7 +142,9 @@ def main() -> None:
                     for k in args.ks:
                         m = adapt_one(args, reader, domain, k, seed, args.out / f"{method}_seed{seed}" / f"{domain}_k{k}")
                         rows.append({"method": method, "seed": seed, "domain": domain, "k": k,
-                                     "f1": m["after/f1"], "before_f1": m["before/f1"], "em": m["after/exact"]})
+                                     "f1": m["after/f1"], "before_f1": m["before/f1"], "em": m["after/exact"],
+                                     "has_ans_f1": m.get("after/HasAns_f1"), "no_ans_f1": m.get("after/NoAns_f1"),
+                                     "best_f1": m.get("after/best_f1")})
                         print(f"{method} seed {seed} {domain} k={k}: F1 {m['before/f1']:.2f} → {m['after/f1']:.2f}",
                               flush=True)
         rates = {} if args.skip_cost else step_cost(args, args.out)
@@ -147,7 +153,10 @@ def main() -> None:
     for k in args.ks:
         row = {"k": k}
         for method in args.methods:
-            row[method] = mean_sd([r["f1"] for r in rows if r["method"] == method and r["k"] == k])
+            mine = [r for r in rows if r["method"] == method and r["k"] == k]
+            row[f"{method} F1"] = mean_sd([r["f1"] for r in mine])
+            row[f"{method} HasAns F1"] = mean_sd([r["has_ans_f1"] or 0.0 for r in mine])
+            row[f"{method} best F1"] = mean_sd([r["best_f1"] or 0.0 for r in mine])
         base = [r["f1"] for r in rows if r["method"] == "none" and r["k"] == k]
         for method in args.methods:
             if method != "none" and base:
