@@ -53,3 +53,21 @@ def check_input_file(cfg: DictConfig, key: str) -> Path:
         raise ConfigError(key, f"{path} does not exist",
                           f"pass {key}=<path to your file> (or put ../shared/data beside the repo)")
     return path
+
+
+def compose_stage(stage: str, output_dir: str | Path, overrides=(), root_dir: str | Path | None = None) -> DictConfig:
+    """A stage's config as `metaqa <stage>` would see it, for scripts and tests: composed with
+    Hydra's own node, its runtime output dir set, and registered as the current Hydra config (so
+    `${hydra:…}` resolves and stages can compose sub-configs). Needs an initialised Hydra
+    (`hydra.initialize_config_dir(str(CONF_DIR))`)."""
+    from hydra import compose
+    from hydra.core.hydra_config import HydraConfig
+    from omegaconf import open_dict, read_write
+
+    root = [f"paths.root_dir={root_dir}"] if root_dir is not None else []
+    cfg = compose(config_name=stage, return_hydra_config=True,
+                  overrides=[*root, f"paths.output_dir={output_dir}", *overrides])
+    with read_write(cfg.hydra), open_dict(cfg.hydra):
+        cfg.hydra.runtime.output_dir = str(output_dir)
+    HydraConfig.instance().set_config(cfg)
+    return cfg

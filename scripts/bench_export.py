@@ -23,13 +23,12 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from hydra import compose, initialize_config_dir
-from hydra.core.hydra_config import HydraConfig
-from omegaconf import OmegaConf, open_dict, read_write
+from hydra import initialize_config_dir
+from omegaconf import OmegaConf
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
-from metaqa.config import CONF_DIR  # noqa: E402
+from metaqa.config import CONF_DIR, compose_stage  # noqa: E402
 from metaqa.data.shards import load_source  # noqa: E402
 from metaqa.export.predictor import OnnxPredictor  # noqa: E402
 from metaqa.models.factory import build_qa_model, load_tokenizer  # noqa: E402
@@ -42,15 +41,12 @@ DEV = DATA / "squad" / "dev-v2.0.json"
 
 
 def run_bench(out: Path, reader: Path, variants: list[str], threads: list[int], limit: int) -> dict:
-    cfg = compose(config_name="bench", return_hydra_config=True, overrides=[
-        f"paths.root_dir={ROOT}", f"paths.output_dir={out}", f"model_dir={reader}",
+    cfg = compose_stage("bench", out, root_dir=ROOT, overrides=[
+        f"model_dir={reader}",
         f"variants=[{','.join(variants)}]", f"threads=[{','.join(map(str, threads))}]",
         f"source={DEV}", f"limit={limit}", "data=squad_v2_dev",
         f"+variant_overrides.int8_static.quantization.calibration.source={DATA / 'squad' / 'train-v1.1.json'}",
     ])
-    with read_write(cfg.hydra), open_dict(cfg.hydra):
-        cfg.hydra.runtime.output_dir = str(out)
-    HydraConfig.instance().set_config(cfg)
     headline = bench.run(cfg)
     return {"headline": headline, **json.loads((out / "bench.json").read_text())}
 

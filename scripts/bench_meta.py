@@ -23,13 +23,11 @@ import time
 from pathlib import Path
 
 import torch
-from hydra import compose, initialize_config_dir
-from hydra.core.hydra_config import HydraConfig
-from omegaconf import open_dict, read_write
+from hydra import initialize_config_dir
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
-from metaqa.config import CONF_DIR  # noqa: E402
+from metaqa.config import CONF_DIR, compose_stage  # noqa: E402
 from metaqa.stages import finetune, meta_train  # noqa: E402
 from metaqa.tracking.tables import markdown_table  # noqa: E402
 
@@ -37,12 +35,7 @@ DATA = ROOT.parent / "shared" / "data"
 
 
 def stage_cfg(name: str, out: Path, overrides: list[str]):
-    cfg = compose(config_name=name, return_hydra_config=True,
-                  overrides=[f"paths.root_dir={ROOT}", f"paths.output_dir={out}", *overrides])
-    with read_write(cfg.hydra), open_dict(cfg.hydra):
-        cfg.hydra.runtime.output_dir = str(out)
-    HydraConfig.instance().set_config(cfg)
-    return cfg
+    return compose_stage(name, out, overrides, root_dir=ROOT)
 
 
 def meta_overrides(args, method: str, seed: int, steps: int) -> list[str]:

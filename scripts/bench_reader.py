@@ -19,13 +19,11 @@ import time
 from pathlib import Path
 
 import torch
-from hydra import compose, initialize_config_dir
-from hydra.core.hydra_config import HydraConfig
-from omegaconf import open_dict, read_write
+from hydra import initialize_config_dir
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
-from metaqa.config import CONF_DIR  # noqa: E402
+from metaqa.config import CONF_DIR, compose_stage  # noqa: E402
 from metaqa.stages import train  # noqa: E402
 from metaqa.tracking.tables import markdown_table  # noqa: E402
 
@@ -35,7 +33,6 @@ SQUAD = ROOT.parent / "shared" / "data" / "squad"
 def run_one(n_train: int | None, args, out_root: Path) -> dict:
     out = out_root / f"n{n_train or 'all'}"
     overrides = [
-        f"paths.root_dir={ROOT}", f"paths.output_dir={out}",
         "data=squad_v1", "model=minilm_l6", "logger=csv", "callbacks=default",
         f"trainer={'gpu' if torch.cuda.is_available() else 'cpu'}",
         f"trainer.max_epochs={args.epochs}", "trainer.enable_progress_bar=true",
@@ -48,10 +45,7 @@ def run_one(n_train: int | None, args, out_root: Path) -> dict:
         f"module.optimizer.lr={args.lr}",
         f"seed={args.seed}",
     ]
-    cfg = compose(config_name="train", overrides=overrides, return_hydra_config=True)
-    with read_write(cfg.hydra), open_dict(cfg.hydra):
-        cfg.hydra.runtime.output_dir = str(out)
-    HydraConfig.instance().set_config(cfg)
+    cfg = compose_stage("train", out, overrides, root_dir=ROOT)
     started = time.perf_counter()
     metrics = train.run(cfg)
     return {

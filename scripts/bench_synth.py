@@ -32,13 +32,11 @@ import time
 from pathlib import Path
 
 import torch
-from hydra import compose, initialize_config_dir
-from hydra.core.hydra_config import HydraConfig
-from omegaconf import open_dict, read_write
+from hydra import initialize_config_dir
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
-from metaqa.config import CONF_DIR  # noqa: E402
+from metaqa.config import CONF_DIR, compose_stage  # noqa: E402
 from metaqa.stages import finetune, synth, train  # noqa: E402
 from metaqa.tracking.tables import markdown_table  # noqa: E402
 
@@ -48,12 +46,7 @@ DEFAULT_READER = ROOT / "outputs" / "readers" / "minilm_squad1_10k" / "reader"
 
 
 def stage_cfg(name: str, out: Path, overrides: list[str]):
-    cfg = compose(config_name=name, return_hydra_config=True,
-                  overrides=[f"paths.root_dir={ROOT}", f"paths.output_dir={out}", *overrides])
-    with read_write(cfg.hydra), open_dict(cfg.hydra):
-        cfg.hydra.runtime.output_dir = str(out)
-    HydraConfig.instance().set_config(cfg)
-    return cfg
+    return compose_stage(name, out, overrides, root_dir=ROOT)
 
 
 def cached(out: Path, fn) -> dict:

@@ -5,12 +5,11 @@ import os
 from pathlib import Path
 
 import pytest
-from hydra import compose, initialize_config_dir
+from hydra import initialize_config_dir
 from hydra.core.global_hydra import GlobalHydra
-from hydra.core.hydra_config import HydraConfig
-from omegaconf import DictConfig, open_dict, read_write
+from omegaconf import DictConfig
 
-from metaqa.config import CONF_DIR
+from metaqa.config import CONF_DIR, compose_stage
 
 os.environ.setdefault("WANDB_MODE", "offline")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
@@ -47,12 +46,6 @@ def stage_cfg(hydra_ctx, tmp_path):
     """compose(stage, overrides) with every path under tmp_path, as a Hydra run would see it."""
 
     def make(stage: str, overrides: list[str] = (), out: Path | None = None) -> DictConfig:
-        out = out or tmp_path / stage
-        cfg = compose(config_name=stage, return_hydra_config=True, overrides=[
-            f"paths.root_dir={tmp_path}", f"paths.output_dir={out}", *overrides])
-        with read_write(cfg.hydra), open_dict(cfg.hydra):
-            cfg.hydra.runtime.output_dir = str(out)
-        HydraConfig.instance().set_config(cfg)
-        return cfg
+        return compose_stage(stage, out or tmp_path / stage, overrides, root_dir=tmp_path)
 
     return make
