@@ -1,0 +1,72 @@
+"""Long documents: sentence spans, the filtered context and its exact offset mapping back."""
+import pytest
+
+from metaqa.export.predictor import OnnxPredictor
+from metaqa.retrieval.longdoc import FilteredContext, SentenceFilter, read_filtered, sentence_spans
+from tests.retrieval.conftest import WINDOW
+
+FILLER = [f"Station {i} of the northern line opened in {1900 + i} with {i % 4 + 1} platforms." for i in range(80)]
+NEEDLE = "The treasure lies buried under the old oak tree behind the mill."
+DOCUMENT = "  " + " ".join(FILLER[:50]) + "\n" + NEEDLE + "  " + " ".join(FILLER[50:]) + " "
+
+
+def test_sentence_spans_are_trimmed_and_cover_every_word():
+    text = 'I bought it.  It works!Great value.The end\nNew line "quoted." U.S. prices are 3.5 dollars'
+    spans = sentence_spans(text)
+    assert [text[s:e] for s, e in spans] == [
+        "I bought it.", "It works!", "Great value.", "The end", 'New line "quoted."', "U.S.",
+        "prices are 3.5 dollars"]
+    assert "".join(text[s:e] for s, e in spans).replace(" ", "") == "".join(text.split())
+
+
+def test_run_on_sentences_are_cut_into_pieces():
+    text = " ".join(f"w{i}" for i in range(130))
+    spans = sentence_spans(text, max_words=60)
+    assert [len(text[s:e].split()) for s, e in spans] == [60, 60, 10]
+
+
+def test_offset_mapping_back_to_the_document_is_exact():
+    doc = "Alpha beta. Gamma delta.  Epsilon zeta. Eta theta. Iota kappa."
+    spans = sentence_spans(doc)
+    kept = FilteredContext.from_spans(doc, [spans[4], spans[1], spans[2]])  # out of order on purpose
+    iota = doc.index("Iota")  # spans 1 and 2 merged (only whitespace between them), span 4 alone
+    assert kept.runs == ((doc.index("Gamma"), doc.index("zeta.") + 5), (iota, iota + len("Iota kappa.")))
+    assert kept.text == "Gamma delta.  Epsilon zeta. Iota kappa."
+    for i, ch in enumerate(kept.text):
+        if any(start <= i < start + (e - s) for start, (s, e) in zip(kept.starts, kept.runs)):
+            s, e = kept.to_document(i, i + 1)
+            assert (e - s, doc[s]) == (1, ch)
+    for word in ("delta", "Epsilon zeta", "Iota kappa", "Gamma delta.  Epsilon"):
+        start = kept.text.index(word)
+        s, e = kept.to_document(start, start + len(word))
+        assert doc[s:e] == word
+    # a span running over the gap between two runs is cut at the end of its run
+    start = kept.text.index("zeta")
+    s, e = kept.to_document(start, kept.text.index("kappa"))
+    assert doc[s:e] == "zeta."
+    with pytest.raises(ValueError, match="outside"):
+        kept.to_document(0, len(kept.text) + 1)
+
+
+def test_filter_keeps_the_relevant_sentence_within_one_window(tokenizer):
+    sentence_filter = SentenceFilter(tokenizer, max_seq_length=128)
+    question = "Where does the treasure lie buried?"
+    kept = sentence_filter.filter(question, DOCUMENT)
+    assert NEEDLE in kept.text and len(kept.text) < len(DOCUMENT) / 4
+    n_tokens = len(tokenizer(kept.text, add_special_tokens=False)["input_ids"])
+    assert n_tokens <= sentence_filter.budget(question)
+    start = kept.text.index("old oak tree")
+    s, e = kept.to_document(start, start + len("old oak tree"))
+    assert (s, DOCUMENT[s:e]) == (DOCUMENT.index("old oak tree"), "old oak tree")
+    short = "Ada wrote it. Bob read it."
+    assert sentence_filter.filter("Who wrote it?", short).is_whole  # fits already: untouched
+
+
+def test_read_filtered_answers_in_document_offsets(tokenizer, tiny_onnx_dir):
+    predictor = OnnxPredictor(tiny_onnx_dir, threads=1, decode={"version_2": False}, **WINDOW)
+    sentence_filter = SentenceFilter(predictor.tokenizer, max_seq_length=WINDOW["max_seq_length"])
+    pred, kept = read_filtered(predictor, sentence_filter, "Where does the treasure lie buried?", DOCUMENT, "x")
+    assert not kept.is_whole and pred.id == "x"
+    assert pred.text and DOCUMENT[pred.start : pred.end] == pred.text  # a real span, in document offsets
+    first, last = kept.runs[0][0], kept.runs[-1][1]
+    assert first <= pred.start < pred.end <= last
