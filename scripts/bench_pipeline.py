@@ -33,13 +33,11 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from hydra import compose, initialize_config_dir
-from hydra.core.hydra_config import HydraConfig
-from omegaconf import open_dict, read_write
+from hydra import initialize_config_dir
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
-from metaqa.config import CONF_DIR  # noqa: E402
+from metaqa.config import CONF_DIR, compose_stage  # noqa: E402
 from metaqa.data.records import Answer, QARecord  # noqa: E402
 from metaqa.data.shards import load_source  # noqa: E402
 from metaqa.evaluation.devrev import answer_exact, answer_f1  # noqa: E402
@@ -62,15 +60,12 @@ ALWAYS_ANSWER = ["calibration.enabled=false", "pipeline.top_k=1", "pipeline.null
 
 def run_pipeline_eval(data: str, retriever: str, args, out: Path, extra: list[str] = (), label: str = "") -> dict:
     overrides = [
-        f"paths.root_dir={ROOT}", f"paths.output_dir={out}", f"model_dir={args.reader}",
+        f"model_dir={args.reader}",
         f"data={data}", f"retriever={retriever}", f"threads={args.threads}", f"seed={args.seed}",
         f"sample={args.sample if data == 'squad_v2_dev' else 'null'}",
         f"calibration.questions={args.calibration}", f"pipeline.top_k={args.top_k}", *extra,
     ]
-    cfg = compose(config_name="pipeline_eval", overrides=overrides, return_hydra_config=True)
-    with read_write(cfg.hydra), open_dict(cfg.hydra):
-        cfg.hydra.runtime.output_dir = str(out)
-    HydraConfig.instance().set_config(cfg)
+    cfg = compose_stage("pipeline_eval", out, overrides, root_dir=ROOT)
     metrics = pipeline_eval.run(cfg)
     row = {"data": data, **{k: metrics[k] for k in PIPELINE_KEYS if k in metrics}}
     row["retriever"] = label or retriever
