@@ -26,6 +26,13 @@ EMBEDDINGS = "embeddings.npy"
 ONNX_FILE = "model.onnx"
 
 
+def mean_pool_unit(hidden: np.ndarray, attention_mask: np.ndarray) -> np.ndarray:
+    """Sentence-transformers pooling: mean over real tokens, then unit length."""
+    mask = attention_mask[:, :, None].astype(np.float32)
+    mean = (hidden * mask).sum(1) / np.maximum(mask.sum(1), 1e-9)
+    return mean / np.maximum(np.linalg.norm(mean, axis=1, keepdims=True), 1e-12)
+
+
 class SentenceEncoder:
     """Texts → (n, hidden) float32 unit vectors. `model` is a dir or `packaged`."""
 
@@ -51,9 +58,7 @@ class SentenceEncoder:
             batch = self.tokenizer([texts[i] for i in idx], padding=True, truncation=True,
                                    max_length=self.max_length, return_tensors="pt")
             hidden = self.net(**batch).last_hidden_state
-            mask = batch["attention_mask"].unsqueeze(-1).to(hidden.dtype)
-            mean = (hidden * mask).sum(1) / mask.sum(1).clamp(min=1e-9)
-            out[idx] = torch.nn.functional.normalize(mean, p=2, dim=1).numpy()
+            out[idx] = mean_pool_unit(hidden.numpy(), batch["attention_mask"].numpy())
         return out
 
 
@@ -87,9 +92,7 @@ class OnnxSentenceEncoder:
             batch = self.tokenizer([texts[i] for i in idx], padding=True, truncation=True,
                                    max_length=self.max_length, return_tensors="np")
             hidden = self.session.run(None, {k: batch[k].astype(np.int64) for k in self.inputs})[0]
-            mask = batch["attention_mask"][:, :, None].astype(np.float32)
-            mean = (hidden * mask).sum(1) / np.maximum(mask.sum(1), 1e-9)
-            out[idx] = mean / np.maximum(np.linalg.norm(mean, axis=1, keepdims=True), 1e-12)
+            out[idx] = mean_pool_unit(hidden, batch["attention_mask"])
         return out
 
 
