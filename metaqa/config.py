@@ -71,3 +71,47 @@ def compose_stage(stage: str, output_dir: str | Path, overrides=(), root_dir: st
         cfg.hydra.runtime.output_dir = str(output_dir)
     HydraConfig.instance().set_config(cfg)
     return cfg
+
+
+# Where each stage's `optimized_metric` is computed (what a sweep selects on).
+OBJECTIVE_SOURCE = {"train": "datamodule.val_source", "meta_train": "datamodule.val_source",
+                    "finetune": "eval_source", "eval": "source", "pipeline_eval": "source"}
+# Stages that select on their validation split even in a single run (checkpoint `best`).
+SELECTS_ON_VALIDATION = ("train", "meta_train")
+
+
+def is_test_split(source: str | Path | None) -> bool:
+    """A source named as a test split: a `test` shard dir (or a file inside one), or a file whose
+    name is `test` / `test-…` / `test_…` / `test.…` (SubjQA's test.csv)."""
+    if source in (None, ""):
+        return False
+    path = Path(str(source))
+    stem = path.name.split(".")[0].lower()
+    return stem == "test" or stem.startswith(("test-", "test_")) or path.parent.name.lower() == "test"
+
+
+def check_selection_split(stage: str, cfg: DictConfig, multirun: bool, optimizing: bool | None = None) -> None:
+    """Model selection and search objectives never read a test split (unless the user says so).
+
+    Refused: train / meta-train validating on a test split (checkpoint `best` picks on it), and a
+    search (an optimising sweeper such as Optuna) whose objective is computed on one. A plain grid
+    sweep of eval / finetune over a test split reports, it does not select: a warning only.
+    `optimizing` defaults to "the sweeper is Optuna" in a multirun."""
+    key = OBJECTIVE_SOURCE.get(stage)
+    if key is None or cfg.get("allow_test_selection", False):
+        return
+    source = OmegaConf.select(cfg, key, default=None)
+    if not is_test_split(source):
+        return
+    if optimizing is None:
+        optimizing = multirun and "optuna" in str(OmegaConf.select(cfg, "hydra.sweeper._target_", default="")).lower()
+    if stage in SELECTS_ON_VALIDATION or (optimizing and cfg.get("optimized_metric")):
+        what = "the search's objective" if optimizing else "checkpoint selection (best.ckpt)"
+        raise ConfigError(key, f"{source} is a test split, and {what} would be chosen on it",
+                          f"validate on in-domain dev questions ({key}=<prep dir>/dev), or pass "
+                          "+allow_test_selection=true if you really mean to select on test")
+    if multirun:
+        import logging
+
+        logging.getLogger(__name__).warning(
+            "%s=%s is a test split: this sweep reports on it; do not pick settings by it", key, source)

@@ -13,9 +13,7 @@ Writes docs/results/bench_export.json and prints Markdown tables.
 from __future__ import annotations
 
 import argparse
-import datetime as dt
 import json
-import platform
 import statistics
 import sys
 import time
@@ -30,10 +28,11 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 from metaqa.config import CONF_DIR, compose_stage  # noqa: E402
 from metaqa.data.shards import load_source  # noqa: E402
-from metaqa.export.predictor import OnnxPredictor  # noqa: E402
+from metaqa.inference import OnnxPredictor  # noqa: E402
 from metaqa.models.factory import build_qa_model, load_tokenizer  # noqa: E402
 from metaqa.stages import bench  # noqa: E402
 from metaqa.tracking.callbacks import save_reader  # noqa: E402
+from metaqa.tracking.results import write_results  # noqa: E402
 from metaqa.tracking.tables import markdown_table  # noqa: E402
 
 DATA = ROOT.parent / "shared" / "data"
@@ -72,7 +71,7 @@ def breakdown(onnx_dir: Path, records) -> dict[str, float]:
         "tokenise_ms": median_ms(lambda r: predictor.featurize([r]), records),
         "pad_to_arrays_ms": median_ms(lambda f: predictor._batch(f, np.arange(len(f))), feats),
         "onnxruntime_ms": median_ms(lambda b: predictor.session.run(predictor.outputs, b), batches),
-        "postprocess_ms": median_ms(lambda i: predictor._decode([records[i]], feats[i], *logits[i]),
+        "postprocess_ms": median_ms(lambda i: predictor.decode([records[i]], feats[i], *logits[i]),
                                     list(range(len(records)))),
         "end_to_end_ms": median_ms(lambda r: predictor.answer(r.question, r.context), records),
     }
@@ -134,8 +133,6 @@ def main() -> None:
     print(markdown_table([{k: round(v, 2) for k, v in bf16.items()}], list(bf16)))
 
     result = {
-        "date": dt.date.today().isoformat(), "command": " ".join(["python", *sys.argv]),
-        "threads": best["threads"], "device": f"cpu ({platform.processor() or platform.machine()})",
         "questions": best["questions"],
         "pipeline_fp32_p50_ms": best["pipeline_fp32_p50_ms"], "best_p50_ms": best["best_p50_ms"],
         "best_variant": best["best_variant"], "speedup_vs_pipeline": best["speedup_vs_pipeline"],
@@ -145,8 +142,7 @@ def main() -> None:
         "minilm_rows": minilm["rows"], "bert_mini_rows": mini_rows,
         "breakdown_ms": parts, **bf16,
     }
-    path = ROOT / "docs" / "results" / "bench_export.json"
-    path.write_text(json.dumps(result, indent=2) + "\n")
+    path = write_results(ROOT / "docs" / "results" / "bench_export.json", result, best["threads"])
     print(f"\nwrote {path}")
 
 

@@ -16,7 +16,6 @@ from __future__ import annotations
 import argparse
 import datetime as dt
 import json
-import platform
 import statistics
 import sys
 import time
@@ -28,6 +27,7 @@ from hydra import initialize_config_dir
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 from metaqa.config import CONF_DIR, compose_stage  # noqa: E402
+from metaqa.evaluation.machine import machine_info  # noqa: E402
 from metaqa.stages import finetune, meta_train  # noqa: E402
 from metaqa.tracking.tables import markdown_table  # noqa: E402
 
@@ -45,7 +45,7 @@ def meta_overrides(args, method: str, seed: int, steps: int) -> list[str]:
         "trainer.enable_progress_bar=false",
         f"datamodule.train_source={DATA / 'squad' / 'train-v1.1.json'}", "datamodule.val_source=null",
         f"datamodule.limit_train={args.limit_train or 'null'}",
-        f"datamodule.max_seq_length={args.max_seq_length}", f"datamodule.doc_stride={args.doc_stride}",
+        f"reader.max_seq_length={args.max_seq_length}", f"reader.doc_stride={args.doc_stride}",
         f"meta.tasks_per_step={args.tasks}", f"meta.n_support={args.shots}", f"meta.n_query={args.shots}",
         f"meta.outer_optimizer.lr={args.outer_lr}",
     ]
@@ -73,7 +73,7 @@ def adapt_one(args, reader: Path, domain: str, k: int, seed: int, out: Path) -> 
         f"train_source={subjqa / 'train.csv'}", f"eval_source={subjqa / 'test.csv'}",
         f"k={k}", f"seed={seed}", f"epochs={args.epochs}",
         f"limit_eval={args.limit_eval or 'null'}",
-        f"max_seq_length={args.max_seq_length}", f"doc_stride={args.doc_stride}",
+        f"reader.max_seq_length={args.max_seq_length}", f"reader.doc_stride={args.doc_stride}",
     ]))
     done.write_text(json.dumps(metrics))
     return metrics
@@ -170,7 +170,7 @@ def main() -> None:
     main_method = next((m for m in args.methods if m != "none"), None)
     result = {
         "date": dt.date.today().isoformat(), "command": " ".join(["python", *sys.argv]),
-        "threads": threads, "device": "cuda" if torch.cuda.is_available() else f"cpu ({platform.processor() or platform.machine()})",
+        "threads": threads, "machine": machine_info(),
         "init": args.init, "meta_method": main_method, "meta_steps": args.steps, "seeds": args.seeds, "domains": args.domains,
         "limit_eval": args.limit_eval,
         **{f"f1_gain_k{k}": round(gains[(main_method, k)], 2) if (main_method, k) in gains else None

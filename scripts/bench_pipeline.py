@@ -24,7 +24,6 @@ import argparse
 import datetime as dt
 import json
 import os
-import platform
 import random
 import sys
 import tempfile
@@ -41,7 +40,8 @@ from metaqa.config import CONF_DIR, compose_stage  # noqa: E402
 from metaqa.data.records import Answer, QARecord  # noqa: E402
 from metaqa.data.shards import load_source  # noqa: E402
 from metaqa.evaluation.devrev import answer_exact, answer_f1  # noqa: E402
-from metaqa.export.predictor import OnnxPredictor, make_record  # noqa: E402
+from metaqa.evaluation.machine import machine_info  # noqa: E402
+from metaqa.inference import DecodeConfig, OnnxPredictor, ReaderConfig, make_record  # noqa: E402
 from metaqa.retrieval.longdoc import SentenceFilter, read_filtered  # noqa: E402
 from metaqa.stages import pipeline_eval  # noqa: E402
 from metaqa.tracking.tables import markdown_table  # noqa: E402
@@ -187,8 +187,8 @@ def main() -> None:
 
     long_rows: list[dict] = []
     if not args.skip_long:
-        predictor = OnnxPredictor(args.reader, threads=args.threads, decode={"version_2": False})
-        sentence_filter = SentenceFilter(predictor.tokenizer, predictor.max_seq_length)
+        predictor = OnnxPredictor(args.reader, threads=args.threads, reader=ReaderConfig(decode=DecodeConfig(version_2=False)))
+        sentence_filter = SentenceFilter(predictor.tokenizer, predictor.reader.max_seq_length)
         long_rows += compare_long(f"SQuAD v1.1 dev, {args.group} paragraphs per document",
                                   squad_long_documents(args.group, args.long_sample, args.seed),
                                   predictor, sentence_filter)
@@ -203,7 +203,6 @@ def main() -> None:
     calibrated = [r for r in runs if r["retriever"] in args.retrievers]
     squad = [r for r in calibrated if r["data"] == "squad_v2_dev"] or calibrated
     best = max(squad, key=lambda r: r["theme_score"]) if squad else {}
-    device = f"cpu ({platform.processor() or platform.machine()}), {os.cpu_count()} cores"
     payload = {
         **{k: best.get(k) for k in ("para_acc", "f1", "latency_ms_mean", "latency_ms_p95", "retriever")},
         "runs": runs,
@@ -215,7 +214,7 @@ def main() -> None:
         "date": dt.date.today().isoformat(),
         "command": "python " + " ".join([Path(sys.argv[0]).as_posix().split(str(ROOT) + "/")[-1], *sys.argv[1:]]),
         "threads": args.threads,
-        "device": device,
+        "machine": machine_info(),
     }
     payload["command_pipeline"] = payload["command_long"] = payload["command"]
     if args.out.exists() and (args.skip_pipeline or args.skip_long):  # keep the part that was not re-run

@@ -12,7 +12,6 @@ from __future__ import annotations
 import argparse
 import datetime as dt
 import json
-import platform
 import sys
 import tempfile
 import time
@@ -24,6 +23,7 @@ from hydra import initialize_config_dir
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 from metaqa.config import CONF_DIR, compose_stage  # noqa: E402
+from metaqa.evaluation.machine import machine_info  # noqa: E402
 from metaqa.stages import train  # noqa: E402
 from metaqa.tracking.tables import markdown_table  # noqa: E402
 
@@ -81,14 +81,13 @@ def main() -> None:
             print(json.dumps(rows[-1]), flush=True)
     print(markdown_table(rows, list(rows[0])))
     best = rows[-1]
-    device = torch.cuda.get_device_name(0) if torch.cuda.is_available() else f"cpu ({platform.processor() or platform.machine()})"
     payload = {
         **{k: best[k] for k in ("n_train", "dev_f1", "dev_em", "train_examples_per_s")},
         "runs": rows,
         "date": dt.date.today().isoformat(),
         "command": "python " + " ".join([Path(sys.argv[0]).as_posix().split(str(ROOT) + "/")[-1], *sys.argv[1:]]),
         "threads": torch.get_num_threads(),
-        "device": device,
+        "machine": machine_info(),
     }
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(payload, indent=2) + "\n")

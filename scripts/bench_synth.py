@@ -24,7 +24,6 @@ from __future__ import annotations
 import argparse
 import datetime as dt
 import json
-import platform
 import shlex
 import statistics
 import sys
@@ -37,6 +36,7 @@ from hydra import initialize_config_dir
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 from metaqa.config import CONF_DIR, compose_stage  # noqa: E402
+from metaqa.evaluation.machine import machine_info  # noqa: E402
 from metaqa.stages import finetune, synth, train  # noqa: E402
 from metaqa.tracking.tables import markdown_table  # noqa: E402
 
@@ -79,7 +79,7 @@ def round_robin_squad(work: Path) -> Path:
 
 def synth_overrides(source: Path, paragraphs: int, reader: Path | None, negatives: int, threads: int) -> list[str]:
     return [f"input={source}", f"limit_paragraphs={paragraphs}", "progress=false",
-            f"reader={reader or 'null'}", f"negatives.per_paragraph={negatives}", f"threads={threads}"]
+            f"reader_dir={reader or 'null'}", f"negatives.per_paragraph={negatives}", f"threads={threads}"]
 
 
 # --------------------------------------------------------------------------- (a) throughput
@@ -215,8 +215,6 @@ def main() -> None:
             rows = part_c(args, args.work)
             print(markdown_table(rows, list(rows[0])))
             results.update(zero_shot_gain_f1=round(statistics.mean(r["gain_f1"] for r in rows), 2), zero_label=rows)
-    device = (torch.cuda.get_device_name(0) if torch.cuda.is_available()
-              else f"cpu ({platform.processor() or platform.machine()})")
     results.update(
         reader=str(args.reader.resolve().relative_to(ROOT) if args.reader.resolve().is_relative_to(ROOT)
                    else args.reader),
@@ -224,7 +222,7 @@ def main() -> None:
         date=dt.date.today().isoformat(),
         command="python " + shlex.join([Path(sys.argv[0]).as_posix().split(str(ROOT) + "/")[-1], *sys.argv[1:]]),
         threads=args.threads,
-        device=device,
+        machine=machine_info(),
     )
     headline = ["paragraphs_per_s", "paragraphs_per_s_filtered", "synthetic_only_dev_f1", "zero_shot_gain_f1"]
     ordered = {k: results.get(k) for k in headline} | {k: v for k, v in results.items() if k not in headline}

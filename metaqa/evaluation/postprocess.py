@@ -3,11 +3,12 @@
 For each window: the n-best start and end tokens, pairs inside the context with
 start <= end and length <= max_answer_length; the best pair over an example's windows wins.
 The null score is the minimum over the example's windows of start[CLS] + end[CLS]; with
-SQuAD v2 semantics the prediction is "" when null − best > null_threshold.
+SQuAD v2 semantics the prediction is "" when null − best > null_threshold; with v1 semantics
+(`version_2=False`) it is always the best span. Scoring is `metaqa.evaluation.scoring.score`.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from typing import Sequence
 
 import numpy as np
@@ -16,10 +17,24 @@ from metaqa.data.features import NO_OFFSET, Features
 from metaqa.data.records import QARecord
 
 
+@dataclass
+class DecodeConfig:
+    """How window logits become an answer (the `reader.decode` config node)."""
+
+    n_best: int = 20
+    max_answer_length: int = 30
+    null_threshold: float = 0.0  # v2: "" when null − best > this
+    version_2: bool = True  # False: always the best span (SQuAD v1), scored with the v1.1 metric
+
+    def as_kwargs(self) -> dict:
+        return asdict(self)
+
+
 @dataclass(frozen=True)
 class SpanPrediction:
     id: str
-    text: str  # "" = no answer
+    text: str  # the decoder's answer; "" = no answer
+    span_text: str  # the best non-null span, whatever the decoder decided ("" if none)
     start: int  # char offset of the best non-null span in the context (-1 if none)
     end: int  # exclusive
     score: float  # start + end logit of the best non-null span (-inf if none)
@@ -27,7 +42,7 @@ class SpanPrediction:
 
     @property
     def score_diff(self) -> float:
-        """null − best: the official script's `na_prob` role; larger = more likely unanswerable."""
+        """null − best (+inf without a span): larger = more likely unanswerable."""
         return self.null_score - self.score
 
 
@@ -84,14 +99,7 @@ def postprocess(
             text = record.context[s_char:e_char]
         else:
             s_char, e_char, text = -1, -1, ""
-        if version_2 and (not np.isfinite(score) or null - score > null_threshold):
-            text = ""
-        predictions.append(SpanPrediction(record.id, text, s_char, e_char, score, null))
+        answer = "" if version_2 and (not np.isfinite(score) or null - score > null_threshold) else text
+        predictions.append(SpanPrediction(record.id, answer, text, s_char, e_char, score, null))
     return predictions
 
-
-def metric_inputs(predictions: Sequence[SpanPrediction]) -> tuple[dict[str, str], dict[str, float]]:
-    """(id → text, id → na_prob) for `squad_v2_metrics`."""
-    texts = {p.id: p.text for p in predictions}
-    na_probs = {p.id: p.score_diff if np.isfinite(p.score_diff) else 1e9 for p in predictions}
-    return texts, na_probs

@@ -9,8 +9,8 @@ from typing import Sequence
 from metaqa.data.records import DataValidationError, QARecord
 from metaqa.data.shards import load_source
 from metaqa.evaluation.postprocess import SpanPrediction
-from metaqa.export.predictor import make_record
 from metaqa.fileio import write_jsonl
+from metaqa.inference.engine import make_record
 
 JSONL_SUFFIXES = (".jsonl", ".ndjson")
 

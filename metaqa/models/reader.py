@@ -1,19 +1,33 @@
 """The reader as a LightningModule: a `*ForQuestionAnswering` net trained on start/end labels and
-validated with the official SQuAD v2 metric after HF-style postprocessing."""
+validated by the scoring contract (`metaqa.evaluation.scoring.score`: official v1.1 or v2.0) after
+HF-style postprocessing."""
 from __future__ import annotations
 
 from typing import Any, Callable
 
+import numpy as np
 import pytorch_lightning as pl
 import torch
 import torch.distributed as dist
 from transformers import get_linear_schedule_with_warmup
 
 from metaqa.data.features import model_inputs
-from metaqa.evaluation.postprocess import postprocess
-from metaqa.models.inference import DecodeConfig, scatter_logits, score
+from metaqa.evaluation.postprocess import DecodeConfig, postprocess
+from metaqa.evaluation.scoring import score
 
 LOGGED_METRICS = ("exact", "f1", "HasAns_f1", "NoAns_f1", "best_f1", "best_f1_thresh")
+
+
+def scatter_logits(chunks, n_windows: int) -> tuple[np.ndarray, np.ndarray]:
+    """(feature_index, start, end) batches of any widths → two (n_windows, max_width) arrays."""
+    chunks = list(chunks)
+    width = max(s.shape[1] for _, s, _ in chunks)
+    start = np.zeros((n_windows, width), dtype=np.float32)
+    end = np.zeros((n_windows, width), dtype=np.float32)
+    for index, s, e in chunks:
+        start[index.cpu().numpy(), : s.shape[1]] = s.float().cpu().numpy()
+        end[index.cpu().numpy(), : e.shape[1]] = e.float().cpu().numpy()
+    return start, end
 
 
 class ReaderModule(pl.LightningModule):
@@ -62,14 +76,8 @@ class ReaderModule(pl.LightningModule):
             return
         dm = self.trainer.datamodule
         start, end = scatter_logits(chunks, len(dm.val_features))
-        predictions = postprocess(
-            dm.val_records, dm.val_features, start, end,
-            n_best=self.decode.n_best,
-            max_answer_length=self.decode.max_answer_length,
-            null_threshold=self.decode.null_threshold,
-            version_2=self.decode.version_2,
-        )
-        overall, self.val_per_theme = score(dm.val_records, predictions)
+        predictions = postprocess(dm.val_records, dm.val_features, start, end, **self.decode.as_kwargs())
+        overall, self.val_per_theme = score(dm.val_records, predictions, self.decode.version_2)
         self.validated_at_step = self.global_step
         self.log_dict({f"val/{k}": float(overall[k]) for k in LOGGED_METRICS if k in overall})
 

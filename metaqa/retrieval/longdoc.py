@@ -187,5 +187,5 @@ def read_filtered(predictor, sentence_filter: SentenceFilter, question: str, doc
     if pred.start < 0:
         return pred, filtered
     start, end = filtered.to_document(pred.start, pred.end)
-    text = document[start:end] if pred.text else ""
-    return SpanPrediction(pred.id, text, start, end, pred.score, pred.null_score), filtered
+    return SpanPrediction(pred.id, document[start:end] if pred.text else "", document[start:end], start, end,
+                          pred.score, pred.null_score), filtered

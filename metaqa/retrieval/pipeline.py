@@ -27,7 +27,7 @@ import numpy as np
 
 from metaqa.evaluation.devrev import answer_f1, answerability_auc, paragraph_correct
 from metaqa.evaluation.postprocess import SpanPrediction
-from metaqa.export.predictor import make_record
+from metaqa.inference.engine import make_record
 from metaqa.retrieval.index import Hit, ThemeIndex
 from metaqa.retrieval.longdoc import FilteredContext, SentenceFilter
 

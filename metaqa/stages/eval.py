@@ -2,18 +2,19 @@
 from __future__ import annotations
 
 import logging
+import math
 import time
 from pathlib import Path
 
 import hydra
 import torch
 from omegaconf import DictConfig
-from transformers import AutoModelForQuestionAnswering, AutoTokenizer
 
-from metaqa.config import CONF_DIR, check_reader_dir, check_windows
+from metaqa.config import CONF_DIR, check_reader_dir
 from metaqa.data.shards import load_source
+from metaqa.evaluation.scoring import score
 from metaqa.fileio import write_json
-from metaqa.models.inference import DecodeConfig, predict_records, score
+from metaqa.inference import ReaderConfig, TorchPredictor
 from metaqa.tracking.run import run_stage
 from metaqa.tracking.tables import metrics_table
 
@@ -22,21 +23,21 @@ log = logging.getLogger(__name__)
 
 def run(cfg: DictConfig) -> dict:
     model_dir = check_reader_dir(cfg.model_dir)
-    check_windows(cfg.max_seq_length, cfg.doc_stride, "eval")
+    reader = ReaderConfig.from_cfg(cfg.reader)
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
-    tokenizer = AutoTokenizer.from_pretrained(model_dir, local_files_only=True)
-    net = AutoModelForQuestionAnswering.from_pretrained(model_dir, local_files_only=True)
+    predictor = TorchPredictor.from_dir(model_dir, reader)
     records = load_source(cfg.source, cfg.format)[: cfg.limit]
     started = time.perf_counter()
-    predictions = predict_records(net, tokenizer, records, cfg.max_seq_length, cfg.doc_stride,
-                                  cfg.batch_size, DecodeConfig(**cfg.decode), progress=True)
+    predictions = predictor.predict(records, cfg.batch_size, progress=True)
     seconds = time.perf_counter() - started
-    overall, per_theme = score(records, predictions)
+    overall, per_theme = score(records, predictions, reader.decode.version_2)
     out = Path(cfg.paths.output_dir)
     write_json(out / "metrics.json", {"overall": overall, "per_theme": per_theme})
     write_json(out / "predictions.json", {p.id: p.text for p in predictions})
-    write_json(out / "na_probs.json", {p.id: p.score_diff for p in predictions})
+    # The official script's na_prob file: null − best (null where the reader found no span).
+    write_json(out / "na_probs.json", {p.id: p.score_diff if math.isfinite(p.score_diff) else None
+                                       for p in predictions})
     print(metrics_table(overall, per_theme))
     return {**overall, "questions_per_s": len(records) / seconds}
 

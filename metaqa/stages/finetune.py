@@ -14,15 +14,15 @@ import hydra
 import numpy as np
 import pytorch_lightning as pl
 from omegaconf import DictConfig
-from transformers import AutoModelForQuestionAnswering, AutoTokenizer
 
-from metaqa.config import CONF_DIR, ConfigError, check_reader_dir, check_windows
+from metaqa.config import CONF_DIR, ConfigError, check_reader_dir
 from metaqa.data.datamodule import QADataModule
 from metaqa.data.formats import write_squad_json
 from metaqa.data.records import QARecord
 from metaqa.data.shards import load_source
+from metaqa.evaluation.scoring import score
 from metaqa.fileio import write_json
-from metaqa.models.inference import DecodeConfig, predict_records, score
+from metaqa.inference import ReaderConfig, TorchPredictor
 from metaqa.tracking.callbacks import save_reader
 from metaqa.tracking.run import instantiate_list, log_hyperparams, run_stage
 from metaqa.tracking.tables import markdown_table
@@ -49,19 +49,17 @@ def draw_k(records: list[QARecord], k: int, seed: int) -> list[QARecord]:
     return [records[i] for i in sorted(picked)]
 
 
-def evaluate(net, tokenizer, records, cfg: DictConfig) -> tuple[dict, dict]:
-    predictions = predict_records(net, tokenizer, records, cfg.max_seq_length, cfg.doc_stride,
-                                  cfg.eval_batch_size, DecodeConfig(**cfg.module.decode))
-    return score(records, predictions)
+def evaluate(predictor: TorchPredictor, records, cfg: DictConfig) -> tuple[dict, dict]:
+    predictions = predictor.predict(records, cfg.eval_batch_size)
+    return score(records, predictions, predictor.reader.decode.version_2)
 
 
 def run(cfg: DictConfig) -> dict:
     model_dir = check_reader_dir(cfg.model_dir)
-    check_windows(cfg.max_seq_length, cfg.doc_stride, "finetune")
     pl.seed_everything(cfg.seed, workers=True)
     out = Path(cfg.paths.output_dir)
-    tokenizer = AutoTokenizer.from_pretrained(model_dir, local_files_only=True)
-    net = AutoModelForQuestionAnswering.from_pretrained(model_dir, local_files_only=True)
+    predictor = TorchPredictor.from_dir(model_dir, ReaderConfig.from_cfg(cfg.reader))
+    net, tokenizer = predictor.net, predictor.tokenizer
 
     pool = of_theme(load_source(cfg.train_source), cfg.theme, cfg.train_source)
     shots = draw_k(pool, cfg.k, cfg.seed)
@@ -74,11 +72,11 @@ def run(cfg: DictConfig) -> dict:
                  if cfg.synthetic_source else [])
     train_records = shots + synthetic
 
-    before, before_theme = evaluate(net, tokenizer, evaluation, cfg)
+    before, before_theme = evaluate(predictor, evaluation, cfg)
     log.info("before: F1 %.2f on %d questions", before["f1"], len(evaluation))
     if train_records:
-        net = fit(net, tokenizer, train_records, cfg, out)
-        after, after_theme = evaluate(net, tokenizer, evaluation, cfg)
+        predictor.net = net = fit(net, tokenizer, train_records, cfg, out)
+        after, after_theme = evaluate(predictor, evaluation, cfg)
     else:
         after, after_theme = before, before_theme  # k = 0 and no synthetic data: nothing to adapt
     save_reader(net, tokenizer, out / "reader")
@@ -96,7 +94,7 @@ def run(cfg: DictConfig) -> dict:
 def fit(net, tokenizer, records: list[QARecord], cfg: DictConfig, out: Path):
     train_file = out / "finetune_train.json"  # what this run trained on, as SQuAD v2 JSON
     write_squad_json(records, train_file)
-    datamodule = QADataModule(tokenizer, str(train_file), None, cfg.max_seq_length, cfg.doc_stride,
+    datamodule = QADataModule(tokenizer, str(train_file), None, cfg.reader.max_seq_length, cfg.reader.doc_stride,
                               cfg.batch_size, cfg.eval_batch_size, seed=cfg.seed)
     datamodule.setup("fit")
     steps = max(cfg.epochs * math.ceil(len(datamodule.train_features) / cfg.batch_size), cfg.min_steps)

@@ -16,12 +16,12 @@ import hydra
 import torch
 from omegaconf import DictConfig, OmegaConf
 
-from metaqa.config import CONF_DIR, ConfigError, check_input_file, check_windows
+from metaqa.config import CONF_DIR, ConfigError, check_input_file
 from metaqa.data.records import QARecord
 from metaqa.data.shards import load_source
 from metaqa.export.io import read_questions
-from metaqa.export.predictor import OnnxPredictor
 from metaqa.fileio import write_jsonl
+from metaqa.inference import OnnxPredictor, ReaderConfig
 from metaqa.retrieval.index import ThemeIndex, check_retriever_spec, paragraphs_by_theme
 from metaqa.retrieval.longdoc import SentenceFilter
 from metaqa.retrieval.pipeline import CONFIDENCES, RetrieveThenRead, Thresholds
@@ -48,7 +48,8 @@ def load_thresholds(pipeline_cfg: DictConfig, calibration_file: str | None) -> T
 def build_pipeline(cfg: DictConfig, records: list[QARecord] | None = None,
                    calibration_file: str | None = None) -> RetrieveThenRead:
     """Index (built or loaded) + ONNX reader + thresholds, from a pipeline / pipeline_eval config."""
-    check_windows(cfg.max_seq_length, cfg.doc_stride, "pipeline")
+    reader_cfg = ReaderConfig.from_cfg(cfg.reader)
+    reader_cfg.decode.version_2 = False  # every paragraph gives its best span: the pipeline decides "none"
     spec = check_retriever_spec(OmegaConf.to_container(cfg.retriever, resolve=True))
     model_dir = Path(cfg.model_dir)
     if not model_dir.is_dir():
@@ -69,14 +70,13 @@ def build_pipeline(cfg: DictConfig, records: list[QARecord] | None = None,
     else:
         index = ThemeIndex.load(cfg.index_dir, threads=cfg.threads or 0)
     try:
-        reader = OnnxPredictor(model_dir, threads=cfg.threads or 0, max_seq_length=cfg.max_seq_length,
-                               doc_stride=cfg.doc_stride, decode={"version_2": False})  # the pipeline decides "none"
+        reader = OnnxPredictor(model_dir, threads=cfg.threads or 0, reader=reader_cfg)
     except FileNotFoundError as err:
         raise ConfigError("model_dir", str(err), "pass model_dir=<export run>/onnx") from err
     p = cfg.pipeline
     sentence_filter = None
     if p.sentence_filter:
-        sentence_filter = SentenceFilter(reader.tokenizer, cfg.max_seq_length, p.filter.window, p.filter.stride,
+        sentence_filter = SentenceFilter(reader.tokenizer, reader_cfg.max_seq_length, p.filter.window, p.filter.stride,
                                          max_sentence_words=p.filter.max_sentence_words)
     return RetrieveThenRead(index, reader, p.top_k, p.recall_k, load_thresholds(p, calibration_file), sentence_filter)
 

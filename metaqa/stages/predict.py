@@ -15,10 +15,10 @@ from pathlib import Path
 import hydra
 from omegaconf import DictConfig
 
-from metaqa.config import CONF_DIR, ConfigError, check_input_file, check_windows
+from metaqa.config import CONF_DIR, ConfigError, check_input_file
+from metaqa.evaluation.scoring import score
 from metaqa.export.io import prediction_row, read_questions, write_predictions
-from metaqa.export.predictor import OnnxPredictor, make_record
-from metaqa.models.inference import DecodeConfig, score
+from metaqa.inference import OnnxPredictor, ReaderConfig, make_record
 from metaqa.tracking.run import run_stage
 
 log = logging.getLogger(__name__)
@@ -52,24 +52,23 @@ def run(cfg: DictConfig) -> dict:
     if not model_dir.is_dir():
         raise ConfigError("model_dir", f"{model_dir} is not a directory",
                           "pass model_dir=<export run>/onnx (run `metaqa export model_dir=<reader dir>` first)")
-    check_windows(cfg.max_seq_length, cfg.doc_stride, "predict")
+    reader = ReaderConfig.from_cfg(cfg.reader)
     records, labelled = load_inputs(cfg)
     try:
-        predictor = OnnxPredictor(model_dir, threads=cfg.threads, max_seq_length=cfg.max_seq_length,
-                                  doc_stride=cfg.doc_stride, decode=DecodeConfig(**cfg.decode))
+        predictor = OnnxPredictor(model_dir, threads=cfg.threads, reader=reader)
     except FileNotFoundError as err:
         raise ConfigError("model_dir", str(err), "pass model_dir=<export run>/onnx") from err
     started = time.perf_counter()
-    if len(records) == 1:
-        predictions = [predictor.answer(records[0].question, records[0].context, records[0].id)]
-    else:
-        predictions = predictor.predict(records, cfg.batch_size)
+    # Batched across questions only when asked (batch_size > 1): dynamic int8 answers then depend on
+    # batch-mates; batch_size=1 is the serving path (one question at a time).
+    predictions = (predictor.answer_each(records, progress=len(records) > 1) if cfg.batch_size == 1
+                   else predictor.predict(records, cfg.batch_size, progress=True))
     seconds = time.perf_counter() - started
     path = write_predictions(cfg.output, predictions)
     metrics = {"questions": len(records), "answered": sum(bool(p.text) for p in predictions),
                "questions_per_s": len(records) / max(seconds, 1e-9)}
     if labelled:
-        overall, _ = score(records, predictions)
+        overall, _ = score(records, predictions, reader.decode.version_2)
         metrics.update(f1=overall["f1"], exact=overall["exact"])
     log.info("%d predictions in %s (%.1f questions/s)", len(predictions), path, metrics["questions_per_s"])
     if cfg.question is not None:  # the answer is the last line on stdout

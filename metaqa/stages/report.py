@@ -14,6 +14,7 @@ from metaqa.config import CONF_DIR, ConfigError
 from metaqa.fileio import write_csv, write_text_atomic
 from metaqa.tracking.plots import latency_plot, pareto_plot, per_theme_plot
 from metaqa.tracking.report import (
+    best_runs,
     collect_runs,
     f1_latency_points,
     f1_metric,
@@ -82,10 +83,10 @@ def run(cfg: DictConfig) -> dict:
 
     ok = [r for r in runs if r.status == "ok"]
     summary = {"runs": len(runs), **status_counts(runs), "plots": len(plots)}
-    ranked = [r for r in ok if f1_key and isinstance(r.metrics.get(f1_key), (int, float))]
-    if ranked:
-        best = max(ranked, key=lambda r: r.metrics[f1_key])
-        summary.update(f1_metric=f1_key, best_f1=float(best.metrics[f1_key]), best_run=best.name)
+    for stage, (best, metric) in best_runs(ok).items():  # each stage by its own optimized_metric
+        summary[f"best/{stage}/run"] = best.name
+        summary[f"best/{stage}/ranked_by"] = metric
+        summary[f"best/{stage}/value"] = float(best.metrics[metric])
     return summary
 
 
@@ -102,12 +103,10 @@ def document(cfg: DictConfig, runs, rows, f1_key, latency_key, points, plots, no
              f"{len(runs)} runs: {counts}. "
              f"`{' '.join(['metaqa report', *job_info()['overrides']])}`, "
              f"{time.strftime('%Y-%m-%d %H:%M')}. Every metric of every run: [report.csv](report.csv)."]
-    ranked = [r for r in runs if r.status == "ok" and f1_key and isinstance(r.metrics.get(f1_key), (int, float))]
-    if ranked:
-        best = max(ranked, key=lambda r: r.metrics[f1_key])
+    for stage, (best, metric) in best_runs(runs).items():
         label = run_label(best, keys)
-        lines.append(f"Best {f1_key}: **{best.metrics[f1_key]:.2f}**, run `{best.name}`"
-                     + (f" ({label})." if label != best.name else "."))
+        lines.append(f"Best `{stage}` run by its optimized_metric `{metric}`: **{best.metrics[metric]:.2f}**, "
+                     f"run `{best.name}`" + (f" ({label})." if label != best.name else "."))
     lines += ["", markdown(shown, columns)]
     failures = failures_markdown(runs)
     if failures:

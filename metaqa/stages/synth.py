@@ -16,7 +16,7 @@ from pathlib import Path
 import hydra
 from omegaconf import DictConfig, OmegaConf
 
-from metaqa.config import CONF_DIR, ConfigError, check_input_file, check_windows
+from metaqa.config import CONF_DIR, ConfigError, check_input_file
 from metaqa.fileio import write_json
 from metaqa.synth.candidates import (
     AnswerFilter,
@@ -69,10 +69,9 @@ def build_synthesizer(cfg: DictConfig) -> Synthesizer:
     options = options_from(cfg)
     generator = build_generator(OmegaConf.to_container(cfg.synth, resolve=True))
     reader = None
-    if cfg.reader:
-        check_windows(cfg.roundtrip.max_seq_length, cfg.roundtrip.doc_stride, "roundtrip")
-        reader = QAReader(cfg.reader, cfg.roundtrip.batch_size, cfg.roundtrip.max_seq_length,
-                          cfg.roundtrip.doc_stride, cfg.threads)
+    if cfg.reader_dir:
+        reader = QAReader(cfg.reader_dir, cfg.roundtrip.batch_size, cfg.reader.max_seq_length,
+                          cfg.reader.doc_stride, cfg.threads)
     roundtrip = RoundtripFilter(reader, cfg.roundtrip.threshold, cfg.roundtrip.score) if reader else None
     n = cfg.negatives
     negatives = (NegativeSampler(n.per_paragraph, n.pool_size, n.judge, reader, n.reader_max_margin,
@@ -113,7 +112,7 @@ def run(cfg: DictConfig) -> dict:
     synth.stats.input.update(counts)
     stats = synth.stats.as_dict()
     total = stats["total"]
-    meta = {"input": str(path), "generator": cfg.synth.generator, "reader": cfg.reader, "seed": cfg.seed,
+    meta = {"input": str(path), "generator": cfg.synth.generator, "reader": cfg.reader_dir, "seed": cfg.seed,
             "ner_limit": cfg.ner_limit, "seconds": round(seconds, 2)}
     write_json(cfg.stats, {**meta, **stats})
     rows = [{"theme": t, **s} for t, s in stats["themes"].items()]

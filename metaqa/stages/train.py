@@ -30,7 +30,7 @@ def resolve_ckpt(cfg: DictConfig) -> str | None:
 
 
 def run(cfg: DictConfig) -> dict:
-    check_windows(cfg.datamodule.max_seq_length, cfg.datamodule.doc_stride, "datamodule")
+    check_windows(cfg.reader.max_seq_length, cfg.reader.doc_stride, "reader")
     ckpt_path = resolve_ckpt(cfg)
     pl.seed_everything(cfg.seed, workers=True)
     trainer_cfg = {}

@@ -24,7 +24,7 @@ import numpy as np
 from metaqa.config import ConfigError
 from metaqa.data.records import QARecord
 from metaqa.evaluation.postprocess import SpanPrediction
-from metaqa.models.inference import DecodeConfig
+from metaqa.inference import DecodeConfig, ReaderConfig, load_predictor
 
 # The roundtrip wants the reader's best span even where it would rather say "no answer":
 # version_2=False decoding always returns a span; the margin carries the no-answer evidence.
@@ -42,37 +42,20 @@ class QAReader:
             raise ConfigError("reader", f"{path} is not a directory",
                               "pass reader=<train run>/reader (save_pretrained) or reader=<export run>/onnx, "
                               "or reader=null to skip the roundtrip filter")
-        self.path, self.batch_size = path, batch_size
-        self.max_seq_length, self.doc_stride = max_seq_length, doc_stride
-        if any(path.glob("*.onnx")):
-            from metaqa.export.predictor import OnnxPredictor
-
-            self.kind = "onnx"
-            self.predictor = OnnxPredictor(path, threads=threads or 0, max_seq_length=max_seq_length,
-                                           doc_stride=doc_stride, decode=SPAN_DECODE)
-            return
-        if not (path / "config.json").is_file():
+        if not any(path.glob("*.onnx")) and not (path / "config.json").is_file():
             raise ConfigError("reader", f"{path} holds neither model.onnx nor config.json",
                               "pass a save_pretrained reader dir (<train run>/reader) or an ONNX dir "
                               "(<export run>/onnx)")
-        import torch
-        from transformers import AutoModelForQuestionAnswering, AutoTokenizer
-
         if threads:
+            import torch
+
             torch.set_num_threads(threads)
-        self.kind = "pytorch"
-        self.tokenizer = AutoTokenizer.from_pretrained(str(path), local_files_only=True)
-        self.net = AutoModelForQuestionAnswering.from_pretrained(str(path), local_files_only=True).eval()
+        self.path, self.batch_size = path, batch_size
+        self.predictor = load_predictor(path, ReaderConfig(max_seq_length, doc_stride, SPAN_DECODE), threads)
+        self.kind = "pytorch" if self.predictor.backend == "torch" else "onnx"
 
     def predict(self, records: Sequence[QARecord]) -> list[SpanPrediction]:
-        if not records:
-            return []
-        if self.kind == "onnx":
-            return self.predictor.predict(records, self.batch_size)
-        from metaqa.models.inference import predict_records
-
-        return predict_records(self.net, self.tokenizer, records, self.max_seq_length, self.doc_stride,
-                               self.batch_size, SPAN_DECODE)
+        return self.predictor.predict(records, self.batch_size)
 
 
 def confidence(prediction: SpanPrediction, score: str = "margin") -> float:

@@ -78,12 +78,12 @@ class ReaderLatency(pl.Callback):
         import torch
 
         from metaqa.evaluation.latency import latency_stats, time_calls, torch_threads
-        from metaqa.models.inference import predict_records
+        from metaqa.inference import ReaderConfig, TorchPredictor
 
         dm, net = trainer.datamodule, pl_module.net
-        with torch_threads(self.threads), torch.no_grad():
-            times, _ = time_calls(lambda r: predict_records(net, dm.tokenizer, [r], dm.max_seq_length,
-                                                            dm.doc_stride, 1, pl_module.decode),
+        predictor = TorchPredictor(net, dm.tokenizer, ReaderConfig(dm.max_seq_length, dm.doc_stride, pl_module.decode))
+        with torch_threads(self.threads):
+            times, _ = time_calls(lambda r: predictor.answer(r.question, r.context, r.id),
                                   records[: self.questions], self.warmup)
         stats = latency_stats(times)
         params = sum(p.numel() for p in net.parameters())

@@ -19,6 +19,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Sequence
 
+from omegaconf import OmegaConf
+
+from metaqa.config import CONF_DIR
 from metaqa.tracking.run import SUMMARY, flatten
 
 PER_THEME_FILES = ("per_theme.json", "metrics.json", "val_per_theme.json")  # first found wins
@@ -43,6 +46,7 @@ class Run:
     per_theme: dict[str, dict[str, dict]] = field(default_factory=dict)  # series ("", before, after) -> theme -> metrics
     latencies: dict[str, list[float]] = field(default_factory=dict)
     points: list[dict[str, Any]] = field(default_factory=list)         # bench rows: variant, threads, f1, p50_ms
+    optimized_metric: str | list | None = None                          # the stage's objective, from summary.json
 
 
 def natural_key(path: Path) -> list:
@@ -85,6 +89,7 @@ def read_run(path: Path, root: Path, run_dirs: set[Path] = frozenset()) -> Run:
         run.seconds = summary.get("seconds")
         run.overrides = list(summary.get("overrides") or [])
         run.choices = dict(summary.get("choices") or {})
+        run.optimized_metric = summary.get("optimized_metric")
     else:
         run.error = "no summary.json: killed, or still running"
     if not run.choices:  # summaries written before choices were recorded: Hydra's own record
@@ -154,15 +159,41 @@ def pick_metric(runs: Sequence[Run], wanted: str | None, preferred: Sequence[str
     keys = [k for r in runs for k in r.metrics if isinstance(r.metrics[k], (int, float))]
     if wanted not in (None, "auto"):
         return wanted if wanted in keys else None
+    for name in preferred:  # exact keys first: `after/f1` beats `before/f1` of a finetune run
+        if name in keys:
+            return name
     for name in preferred:
         for k in keys:
-            if k == name or k.endswith("/" + name):
+            if k.endswith("/" + name):
                 return k
     return next((k for k in keys if suffix and k.endswith(suffix)), None)
 
 
 def f1_metric(runs: Sequence[Run], wanted: str | None = "auto") -> str | None:
     return pick_metric(runs, wanted, F1_KEYS, "/f1")
+
+
+def ranking_metric(run: Run) -> str | None:
+    """The metric a run is ranked by: its stage's `optimized_metric` (recorded in summary.json; for
+    older summaries the stage's base config default). None when it has one of several objectives."""
+    name = run.optimized_metric
+    if name is None and run.stage:
+        base = CONF_DIR / f"{run.stage}.yaml"
+        name = OmegaConf.load(base).get("optimized_metric") if base.is_file() else None
+    return name if isinstance(name, str) and isinstance(run.metrics.get(name), (int, float)) else None
+
+
+def best_runs(runs: Sequence[Run]) -> dict[str, tuple[Run, str]]:
+    """Per stage, the ok run with the highest value of its ranking metric, and that metric."""
+    best: dict[str, tuple[Run, str]] = {}
+    for run in runs:
+        metric = ranking_metric(run) if run.status == "ok" else None
+        if metric is None:
+            continue
+        held = best.get(run.stage)
+        if held is None or run.metrics[metric] > held[0].metrics[held[1]]:
+            best[run.stage] = (run, metric)
+    return best
 
 
 def latency_metric(runs: Sequence[Run], wanted: str | None = "auto") -> str | None:

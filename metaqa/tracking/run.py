@@ -17,6 +17,7 @@ from typing import Any, Callable
 import hydra
 from omegaconf import DictConfig, OmegaConf
 
+from metaqa.config import check_selection_split
 from metaqa.fileio import write_json
 
 log = logging.getLogger(__name__)
@@ -48,6 +49,7 @@ def run_stage(stage: str, run: Callable[[DictConfig], dict], cfg: DictConfig) ->
     """
     out = Path(cfg.paths.output_dir)
     job = job_info()
+    check_selection_split(stage, cfg, job["multirun"])  # before any work, and fatal even in a sweep
     if cfg.get("skip_done", job["multirun"]):
         done = finished_summary(out, stage, job["overrides"])
         if done is not None:
@@ -72,6 +74,8 @@ def run_stage(stage: str, run: Callable[[DictConfig], dict], cfg: DictConfig) ->
         summary["seconds"] = round(time.time() - started, 2)
         summary["overrides"] = job["overrides"]
         summary["choices"] = job["choices"]
+        summary["optimized_metric"] = OmegaConf.to_container(cfg.optimized_metric) \
+            if OmegaConf.is_config(cfg.get("optimized_metric")) else cfg.get("optimized_metric")
         write_json(out / SUMMARY, summary)
         log_summary_to_wandb(cfg, summary, out)
         finish_wandb(exit_code=0 if summary.get("status") == "ok" else 1)

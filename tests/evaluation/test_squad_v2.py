@@ -12,7 +12,6 @@ from metaqa.evaluation.squad_v2 import (
     get_tokens,
     gold_from_records,
     normalize_answer,
-    per_theme_metrics,
     squad_v2_metrics,
 )
 
@@ -86,7 +85,6 @@ PREDS = {"q1": "Cabinet", "q2": "Paris city", "q3": "", "q4": "London"}
 #   q2: EM 0; F1 vs "paris" = 2/3 (P=1/2, R=1); vs [city, of, paris] = 0.8 (P=1, R=2/3) -> max 0.8
 #   q3: "" vs [""] -> EM 1, F1 1
 #   q4: "London" vs [""] -> EM 0, F1 0
-NA_PROBS = {"q1": 0.2, "q2": 0.1, "q3": 0.9, "q4": 0.8}
 
 
 def test_single_unanswerable_only_empty_is_right() -> None:
@@ -124,7 +122,7 @@ def test_has_ans_no_ans_split() -> None:
     # NoAns (q3, q4): one right out of two -> 50 / 50
     assert m["NoAns_exact"] == 50.0 and m["NoAns_f1"] == 50.0
     assert m["NoAns_total"] == 2
-    # no na_probs -> no best_* keys
+    # the metric applies no threshold and has no oracle: best_* is metaqa.evaluation.scoring's
     assert not any(k.startswith("best_") for k in m)
 
 
@@ -132,67 +130,6 @@ def test_subset_keys_only_when_non_empty() -> None:
     m = squad_v2_metrics({"a": ["x"], "b": ["y"]}, {"a": "x", "b": "z"})
     assert m == {"exact": 50.0, "f1": 50.0, "total": 2,
                  "HasAns_exact": 50.0, "HasAns_f1": 50.0, "HasAns_total": 2}
-
-
-def test_best_thresh_sweep() -> None:
-    m = squad_v2_metrics(GOLD, PREDS, na_probs=NA_PROBS)
-    # na_prob_thresh defaults to 1.0 and every na_prob <= 1.0 -> plain scores unchanged
-    assert m["f1"] == pytest.approx(61.6667, abs=1e-3)
-    # F1 sweep: start at num_no_ans = 2; order by na_prob: q2 (.1), q1 (.2), q4 (.8), q3 (.9)
-    #   q2 has-ans +0.8   -> 2.8    best, thresh 0.1
-    #   q1 has-ans +2/3   -> 3.4667 best, thresh 0.2
-    #   q4 no-ans, pred "London" -> -1 -> 2.4667
-    #   q3 no-ans, pred ""       ->  0 -> 2.4667
-    # best_f1 = 100 * 3.4667 / 4 = 86.667 at 0.2
-    assert m["best_f1"] == pytest.approx(100 * (2 + 0.8 + 2 / 3) / 4)
-    assert m["best_f1"] > m["f1"]
-    assert m["best_f1_thresh"] == 0.2
-    # EM sweep: cur 2; q2 +0, q1 +0 (never > 2), q4 -1 -> 1, q3 0 -> 1: best stays 2 at 0.0
-    assert m["best_exact"] == pytest.approx(50.0)
-    assert m["best_exact_thresh"] == 0.0
-
-
-def test_na_prob_thresh_applied() -> None:
-    # thresh 0.5: q3 (.9) and q4 (.8) count as "" -> both right (no-ans); q1, q2 unchanged
-    # exact = (0 + 0 + 1 + 1) / 4 = 50; f1 = (2/3 + 0.8 + 1 + 1) / 4 = 86.667
-    m = squad_v2_metrics(GOLD, PREDS, na_probs=NA_PROBS, na_prob_thresh=0.5)
-    assert m["exact"] == pytest.approx(50.0)
-    assert m["f1"] == pytest.approx(86.6667, abs=1e-3)
-    assert m["NoAns_exact"] == 100.0
-    # best_* use raw scores, so they do not depend on na_prob_thresh
-    assert m["best_f1"] == pytest.approx(86.6667, abs=1e-3)
-    # thresh 0.15: q1 (.2) is also nulled -> q1 scores 0 (it has an answer)
-    # exact = (0 + 0 + 1 + 1) / 4 = 50; f1 = (0 + 0.8 + 1 + 1) / 4 = 70
-    m = squad_v2_metrics(GOLD, PREDS, na_probs=NA_PROBS, na_prob_thresh=0.15)
-    assert m["exact"] == pytest.approx(50.0)
-    assert m["f1"] == pytest.approx(70.0)
-    assert m["HasAns_f1"] == pytest.approx(40.0)  # (0 + 0.8) / 2
-    # best_* still sweep the raw scores: q1 keeps its 2/3 -> 86.667 at 0.2 (had it used the
-    # thresholded q1 = 0, the sweep would stop at 2.8 / 4 = 70 at 0.1)
-    assert m["best_f1"] == pytest.approx(86.6667, abs=1e-3)
-    assert m["best_f1_thresh"] == 0.2
-
-
-def test_best_thresh_penalises_answering_no_ans_questions() -> None:
-    # n1 is unanswerable but answered ("junk") with the lowest na_prob, so answering it costs 1.
-    # sweep: start 1 (n1 null is right); n1 (.1) -> -1 -> 0; h1 (.3) +1 -> 1, not > 1
-    # -> best stays 1 / 2 = 50 at thresh 0.0 (predict null for everything above 0.0)
-    m = squad_v2_metrics({"n1": [], "h1": ["x"]}, {"n1": "junk", "h1": "x"},
-                         na_probs={"n1": 0.1, "h1": 0.3})
-    assert m["exact"] == 50.0
-    assert m["best_exact"] == 50.0 and m["best_exact_thresh"] == 0.0
-    assert m["best_f1"] == 50.0 and m["best_f1_thresh"] == 0.0
-    # same, but n1 correctly predicted "": diff 0 -> 1; h1 +1 -> 2 -> 100 at 0.3
-    m = squad_v2_metrics({"n1": [], "h1": ["x"]}, {"n1": "", "h1": "x"},
-                         na_probs={"n1": 0.1, "h1": 0.3})
-    assert m["best_exact"] == 100.0 and m["best_exact_thresh"] == 0.3
-
-
-def test_best_thresh_reproduces_best_f1() -> None:
-    best = squad_v2_metrics(GOLD, PREDS, na_probs=NA_PROBS)
-    at_best = squad_v2_metrics(GOLD, PREDS, na_probs=NA_PROBS,
-                               na_prob_thresh=best["best_f1_thresh"])
-    assert at_best["f1"] == pytest.approx(best["best_f1"])
 
 
 def test_missing_prediction_counts_as_empty(caplog: pytest.LogCaptureFixture) -> None:
@@ -231,25 +168,3 @@ def test_gold_from_records() -> None:
     assert gold_from_records(_records()) == {
         "r1": ["The Cabinet Office"], "r2": [], "r3": ["Arsenal"],
     }
-
-
-def test_per_theme_metrics() -> None:
-    preds = {"r1": "Cabinet Office", "r2": "x", "r3": "Chelsea"}
-    out = per_theme_metrics(_records(), preds)
-    assert set(out) == {"gov", "sport"}
-    # gov: r1 right (articles ignored), r2 wrong (should be "") -> 50 over 2
-    gov = out["gov"]
-    assert gov["exact"] == 50.0 and gov["f1"] == 50.0 and gov["total"] == 2
-    assert gov["HasAns_exact"] == 100.0 and gov["NoAns_exact"] == 0.0
-    # sport: r3 wrong -> 0 over 1, no NoAns subset
-    assert out["sport"] == {"exact": 0.0, "f1": 0.0, "total": 1,
-                            "HasAns_exact": 0.0, "HasAns_f1": 0.0, "HasAns_total": 1}
-
-
-def test_per_theme_metrics_with_na_probs() -> None:
-    preds = {"r1": "Cabinet Office", "r2": "x", "r3": "Chelsea"}
-    out = per_theme_metrics(_records(), preds, na_probs={"r2": 0.9, "r1": 0.1, "r3": 0.5})
-    # gov: start 1 (r2 no-ans); r1 (.1) +1 -> 2 best @0.1; r2 (.9) pred "x" -> -1 -> 1
-    assert out["gov"]["best_f1"] == 100.0 and out["gov"]["best_f1_thresh"] == 0.1
-    # sport: start 0; r3 (.5) +0 -> never better -> 0 @ 0.0
-    assert out["sport"]["best_f1"] == 0.0 and out["sport"]["best_f1_thresh"] == 0.0

@@ -10,10 +10,20 @@ from omegaconf import OmegaConf
 from metaqa.config import CONF_DIR, PACKAGE_DIR
 from metaqa.data.formats import read_records, write_squad_json
 from metaqa.data.records import Answer, QARecord
+from metaqa.inference import DecodeConfig, ReaderConfig, TorchPredictor
 from metaqa.models.factory import build_qa_model
-from metaqa.models.inference import predict_records
 
 WINDOW = {"max_seq_length": 128, "doc_stride": 32}  # small windows: fast, and long contexts split
+
+
+def reader_cfg(**decode) -> ReaderConfig:
+    """The tests' small windows with the given decode settings."""
+    return ReaderConfig(**WINDOW, decode=DecodeConfig(**decode))
+
+
+def torch_answers(net, tokenizer, records, **decode):
+    """The PyTorch reader's batched answers (the reference the ONNX path is held to)."""
+    return TorchPredictor(net, tokenizer, reader_cfg(**decode)).predict(records)
 
 
 def tiny_reader(path, tokenizer, seed: int = 0):
@@ -46,7 +56,7 @@ def fp32_dir(reader, tmp_path_factory):
 @pytest.fixture(scope="session")
 def self_gold(reader, tokenizer, sample_records, tmp_path_factory):
     """A SQuAD v2 file of the sample questions with the tiny model's answers as gold."""
-    preds = predict_records(reader[1], tokenizer, sample_records, **WINDOW)
+    preds = torch_answers(reader[1], tokenizer, sample_records)
     records = [
         QARecord(r.id, r.theme, r.context, r.question, (Answer(p.text, p.start),) if p.text else (), not p.text)
         for r, p in zip(sample_records, preds)

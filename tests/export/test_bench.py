@@ -6,14 +6,23 @@ import numpy as np
 import pytest
 
 from metaqa.config import ConfigError
-from metaqa.evaluation.latency import latency_stats, model_size_mb, throughput, time_calls
+from metaqa.evaluation.latency import (
+    interleaved_times,
+    latency_stats,
+    median_ci,
+    model_size_mb,
+    pinned_threads,
+    ratio_ci,
+    throughput,
+    time_calls,
+)
 from metaqa.stages import bench
 from metaqa.tracking.plots import latency_plot
 from metaqa.tracking.run import run_stage
 from tests.export.conftest import WINDOW
 
-FAST = ["limit=5", "warmup=1", "threads=[1]", "batch_size=4",
-        f"max_seq_length={WINDOW['max_seq_length']}", f"doc_stride={WINDOW['doc_stride']}"]
+FAST = ["limit=5", "warmup=1", "repeats=3", "threads=[1]", "batch_size=4",
+        f"reader.max_seq_length={WINDOW['max_seq_length']}", f"reader.doc_stride={WINDOW['doc_stride']}"]
 
 
 def bench_cfg(stage_cfg, reader, source, *overrides):
@@ -29,13 +38,16 @@ def test_bench_every_variant_and_the_pipeline(stage_cfg, reader, self_gold, tmp_
     assert run_stage("bench", bench.run, cfg) is None  # optimized_metric: null
     out = tmp_path / "bench"
     rows = list(csv.DictReader((out / "bench.csv").open()))
-    assert [r["variant"] for r in rows] == ["pytorch_pipeline", "fp32", "optimized", "int8_dynamic"]
+    assert [r["variant"] for r in rows] == ["pytorch_pipeline", "metaqa_pytorch", "fp32", "optimized", "int8_dynamic"]
     data = json.loads((out / "bench.json").read_text())
     assert [r["variant"] for r in data["rows"]] == [r["variant"] for r in rows]
     assert list(rows[0]) == bench.COLUMNS
     for row in data["rows"]:
-        assert row["threads"] == 1 and row["questions"] == 5
+        assert row["threads"] == 1 and row["questions"] == 5 and row["repeats"] == 3
         assert 0 < row["p50_ms"] <= row["p95_ms"] <= row["p99_ms"]
+        assert row["p50_ci_low"] <= row["p50_ms"] <= row["p50_ci_high"]
+        assert row["speedup_ci_low"] <= row["speedup_vs_pipeline"] <= row["speedup_ci_high"]
+        assert row["torch_threads"] == 1 and row["ort_intra_op_threads"] == 1 and row["tokenizers_parallelism"] is False
         assert row["mean_ms"] > 0 and row["throughput_qps"] > 0 and row["model_mb"] > 0
         assert 0 <= row["f1"] <= 100 and 0 <= row["exact"] <= 100
         assert row["speedup_vs_pipeline"] == pytest.approx(data["rows"][0]["p50_ms"] / row["p50_ms"])
@@ -46,7 +58,8 @@ def test_bench_every_variant_and_the_pipeline(stage_cfg, reader, self_gold, tmp_
         assert (out / "onnx" / name / "model.onnx").is_file()
     assert not list((out / "onnx").glob("*.tmp-*"))
     latencies = json.loads((out / "latencies.json").read_text())
-    assert {k: len(v) for k, v in latencies.items()} == {f"{n}@1": 5 for n in by_name}
+    assert {k: len(v) for k, v in latencies.items()} == {f"{n}@1": 15 for n in by_name}  # 3 passes x 5
+    assert by_name["metaqa_pytorch"]["f1"] == pytest.approx(100.0)  # F1 of the timed (one-at-a-time) answers
     assert is_png(out / "latency.png")
 
     summary = json.loads((out / "summary.json").read_text())
@@ -62,23 +75,25 @@ def test_bench_every_variant_and_the_pipeline(stage_cfg, reader, self_gold, tmp_
 
 
 def test_bench_one_variant_without_the_pipeline(stage_cfg, reader, self_gold, tmp_path, capsys):
-    cfg = bench_cfg(stage_cfg, reader, self_gold, "variants=[fp32]", "include_pipeline=false", "repeats=2")
+    cfg = bench_cfg(stage_cfg, reader, self_gold, "variants=[fp32]", "include_pipeline=false",
+                    "include_torch=false")
     metrics = bench.run(cfg)
     out = tmp_path / "bench"
     data = json.loads((out / "bench.json").read_text())
     assert [(r["variant"], r["threads"]) for r in data["rows"]] == [("fp32", 1)]
     row = data["rows"][0]
     assert row["p50_ms"] <= row["p95_ms"] <= row["p99_ms"] and row["speedup_vs_pipeline"] is None
-    assert len(json.loads((out / "latencies.json").read_text())["fp32@1"]) == 10  # 2 passes x 5
+    assert len(json.loads((out / "latencies.json").read_text())["fp32@1"]) == 15  # 3 passes x 5
     assert metrics["best_variant"] == "fp32" and metrics["pipeline_fp32_p50_ms"] is None
     assert metrics["speedup_vs_pipeline"] is None and metrics["int8_f1_drop"] is None
     assert is_png(out / "latency.png")
-    assert "| fp32 | onnxruntime | 1 |" in capsys.readouterr().out
+    assert "| fp32 | 1 |" in capsys.readouterr().out
 
 
 @pytest.mark.parametrize("overrides,field", [
     (["variants=[fp16]"], "variants"),
-    (["variants=[]", "include_pipeline=false"], "variants"),
+    (["variants=[]", "include_pipeline=false", "include_torch=false"], "variants"),
+    (["repeats=1"], "repeats"),  # no interval from one pass
     (["threads=[0]"], "threads"),
     (["limit=0"], "limit"),
 ])
@@ -124,3 +139,42 @@ def test_latency_helpers(tmp_path):
         latency_stats([])
     png = latency_plot({"a": [1.0, 2.0, 30.0], "b": [0.5, 0.6, 0.7]}, tmp_path / "p" / "lat.png")
     assert is_png(png)
+
+
+def test_interleaved_times_rotate_the_systems_and_keep_first_pass_outputs():
+    order = []
+    systems = {name: (lambda x, name=name: order.append(name) or f"{name}{x}") for name in "abc"}
+    times, outputs = interleaved_times(systems, [1, 2], warmup=1, repeats=3)
+    timed = order[3:]  # after one warm-up call each
+    passes = [timed[i:i + 2][0] for i in range(0, len(timed), 2)]
+    assert passes == ["a", "b", "c", "b", "c", "a", "c", "a", "b"]  # order rotates by one per repeat
+    assert outputs == {"a": ["a1", "a2"], "b": ["b1", "b2"], "c": ["c1", "c2"]}
+    assert all(t.shape == (3, 2) and (t >= 0).all() for t in times.values())
+
+
+def test_bootstrap_intervals_cover_the_median_and_pair_the_items():
+    rng = np.random.default_rng(0)
+    x = rng.lognormal(2, 0.3, 400)
+    med, lo, hi = median_ci(x)
+    assert lo < med < hi and med == pytest.approx(np.median(x)) and hi - lo < 0.3 * med
+    ratio, lo, hi = ratio_ci(2 * x, x)  # exactly 2 on every resample: paired
+    assert ratio == lo == hi == pytest.approx(2.0)
+    ratio, lo, hi = ratio_ci(rng.permutation(2 * x), x)  # unpaired noise widens it
+    assert lo < 2.0 < hi
+    with pytest.raises(ValueError, match="paired"):
+        ratio_ci(x, x[:10])
+
+
+def test_pinned_threads_pin_torch_omp_and_the_tokenizers_then_restore(monkeypatch):
+    import os
+
+    import torch
+
+    monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
+    before = torch.get_num_threads()
+    with pinned_threads(1) as pinned:
+        assert torch.get_num_threads() == 1 and os.environ["OMP_NUM_THREADS"] == "1"
+        assert os.environ["TOKENIZERS_PARALLELISM"] == "false"
+        assert pinned == {"torch_threads": 1, "ort_intra_op_threads": 1, "omp_num_threads": 1,
+                          "tokenizers_parallelism": False}
+    assert torch.get_num_threads() == before and "OMP_NUM_THREADS" not in os.environ

@@ -11,12 +11,12 @@ from onnx import numpy_helper
 from metaqa.config import ConfigError
 from metaqa.export import convert
 from metaqa.export.parity import ParityError, compare, enforce
-from metaqa.export.predictor import OnnxPredictor
+from metaqa.inference import OnnxPredictor, TorchPredictor
 from metaqa.stages import export as export_stage
 from metaqa.tracking.run import run_stage
-from tests.export.conftest import WINDOW, tiny_reader
+from tests.export.conftest import WINDOW, reader_cfg, tiny_reader, torch_answers
 
-WINDOW_OVERRIDES = [f"max_seq_length={WINDOW['max_seq_length']}", f"doc_stride={WINDOW['doc_stride']}"]
+WINDOW_OVERRIDES = [f"reader.max_seq_length={WINDOW['max_seq_length']}", f"reader.doc_stride={WINDOW['doc_stride']}"]
 
 
 def export_cfg(stage_cfg, reader, gold, *overrides):
@@ -38,8 +38,8 @@ def corrupt(onnx_path, scale=0.5, seed=0):
 @pytest.mark.parametrize("variant,extra", [
     ("fp32", []),
     ("optimized", []),
-    ("int8_dynamic", ["export.max_f1_drop=100"]),  # random tiny logits: int8 may flip answers
-    ("int8_static", ["export.max_f1_drop=100"]),
+    ("int8_dynamic", ["export.max_f1_drop=100", "export.min_same_answer=0"]),  # random tiny logits: int8 may flip answers
+    ("int8_static", ["export.max_f1_drop=100", "export.min_same_answer=0"]),
 ])
 def test_every_variant_exports_passes_the_gate_and_answers(stage_cfg, reader, self_gold, tmp_path, variant, extra):
     from optimum.onnxruntime import ORTModelForQuestionAnswering
@@ -59,16 +59,17 @@ def test_every_variant_exports_passes_the_gate_and_answers(stage_cfg, reader, se
     m = summary["metrics"]
     assert m["questions"] == 12 and m["torch_f1"] == pytest.approx(100.0)
     if variant in ("fp32", "optimized"):
-        assert m["f1_drop"] == 0.0 and m["same_answer"] == 1.0 and m["max_abs_logit_diff"] < 1e-4
+        assert m["f1_diff"] == 0.0 and m["same_answer"] == 1.0 and m["max_abs_logit_diff"] < 1e-4
+        assert m["batched/f1_diff"] == 0.0 and m["batched/max_abs_logit_diff"] < 1e-4
     manifest = json.loads((out / "export.json").read_text())
     assert manifest["variant"]["name"] == variant and manifest["parity"]["ok"]
 
     # loads in optimum as is, and in the predictor
     ort_model = ORTModelForQuestionAnswering.from_pretrained(out)
-    tok = OnnxPredictor(out, **WINDOW).tokenizer
+    tok = OnnxPredictor(out, reader=reader_cfg()).tokenizer
     logits = ort_model(**tok("Who wrote it?", "Ada Lovelace wrote it.", return_tensors="pt")).start_logits
     assert logits.shape[0] == 1 and np.isfinite(logits.numpy()).all()
-    answer = OnnxPredictor(out, **WINDOW).answer("Who wrote it?", "Ada Lovelace wrote it in London.")
+    answer = OnnxPredictor(out, reader=reader_cfg()).answer("Who wrote it?", "Ada Lovelace wrote it in London.")
     assert answer.id == "q0" and np.isfinite(answer.null_score)
 
 
@@ -85,32 +86,57 @@ def test_gate_refuses_a_corrupted_graph_and_writes_nothing(stage_cfg, reader, se
     previous.mkdir(parents=True)
     (previous / "keep.txt").write_text("an earlier good export")
     cfg = export_cfg(stage_cfg, reader, self_gold)
-    with pytest.raises(ParityError, match=r"F1 drop [\d.]+ points .* exceeds export.max_f1_drop=1 by") as err:
+    with pytest.raises(ParityError, match=r"serving: F1 moved -[\d.]+ points .* more than export.max_f1_drop=1 either way") as err:
         run_stage("export", export_stage.run, cfg)
     assert "export.logits_atol=0.0001" in str(err.value)
-    assert err.value.report.f1_drop > 1.0
+    assert err.value.report.serving.f1_diff < -1.0 and err.value.report.batched.f1_diff < -1.0
     assert sorted(p.name for p in previous.parent.iterdir()) == ["onnx", "parity.json", "summary.json"]
     assert [p.name for p in previous.iterdir()] == ["keep.txt"]  # the earlier export is untouched
     parity = json.loads((tmp_path / "export" / "parity.json").read_text())
-    assert parity["ok"] is False and parity["f1_drop"] == pytest.approx(err.value.report.f1_drop)
+    assert parity["ok"] is False and parity["serving"]["f1_diff"] == pytest.approx(err.value.report.serving.f1_diff)
     summary = json.loads((tmp_path / "export" / "summary.json").read_text())
     assert summary["status"] == "failed" and "export.max_f1_drop" in summary["error"]
 
 
 def test_gate_flags_a_model_with_other_weights(fp32_dir, tokenizer, sample_records, tmp_path):
     other = tiny_reader(tmp_path / "other", tokenizer, seed=1)
-    predictor = OnnxPredictor(fp32_dir, **WINDOW)
-    report = compare(other, predictor, sample_records, variant="fp32", logits_atol=1e-4, max_f1_drop=None)
-    assert report.max_abs_logit_diff > 1e-3 and report.same_answer < 1.0
-    with pytest.raises(ParityError, match=r"max \|logit diff\| .* exceeds export.logits_atol=0.0001"):
+    predictor = OnnxPredictor(fp32_dir, reader=reader_cfg())
+    reference = TorchPredictor(other, tokenizer, reader_cfg())
+    report = compare(reference, predictor, sample_records, variant="fp32", logits_atol=1e-4, max_f1_drop=None,
+                     min_same_answer=None)
+    assert report.serving.max_abs_logit_diff > 1e-3 and report.serving.same_answer < 1.0
+    with pytest.raises(ParityError, match=r"serving: max \|logit diff\| .* exceeds export.logits_atol=0.0001"):
         enforce(report)
-    assert compare(other, predictor, sample_records, logits_atol=None, max_f1_drop=None).ok
+    assert compare(reference, predictor, sample_records, logits_atol=None, max_f1_drop=None, min_same_answer=None).ok
 
 
 def test_same_weights_pass_the_gate(fp32_dir, reader, sample_records):
-    report = compare(reader[1], OnnxPredictor(fp32_dir, **WINDOW), sample_records, logits_atol=1e-4)
-    assert report.ok and report.max_abs_logit_diff < 1e-4 and report.same_answer == 1.0
+    onnx_p = OnnxPredictor(fp32_dir, reader=reader_cfg())
+    report = compare(TorchPredictor(reader[1], onnx_p.tokenizer, reader_cfg()), onnx_p, sample_records, logits_atol=1e-4)
+    assert report.ok and report.serving.max_abs_logit_diff < 1e-4 and report.serving.same_answer == 1.0
+    assert report.batched.max_abs_logit_diff < 1e-4 and report.batched.same_answer == 1.0
+    assert report.questions == 12 and report.warnings and "fewer than 200" in report.warnings[0]
     enforce(report)  # no error
+
+
+def test_gate_is_two_sided_an_onnx_model_that_scores_higher_is_refused(tokenizer, sample_records, tmp_path):
+    """Gold = model B's answers; PyTorch = model A, ONNX = model B: ONNX scores *higher* (100)
+    and answers differently, which the old one-sided gate passed."""
+    from metaqa.data.records import Answer, QARecord
+    from metaqa.export.convert import build_variant
+
+    a = tiny_reader(tmp_path / "a", tokenizer, seed=1)
+    b_dir = tmp_path / "b"
+    b = tiny_reader(b_dir, tokenizer, seed=2)
+    gold = [QARecord(r.id, r.theme, r.context, r.question, (Answer(p.text, p.start),) if p.text else (), not p.text)
+            for r, p in zip(sample_records, torch_answers(b, tokenizer, sample_records))]
+    onnx_b = OnnxPredictor(build_variant(b_dir, {"name": "fp32"}, tmp_path / "b_onnx"), reader=reader_cfg())
+    report = compare(TorchPredictor(a, tokenizer, reader_cfg()), onnx_b, gold, variant="fp32", max_f1_drop=1.0,
+                     min_same_answer=0.9)
+    assert report.serving.onnx_f1 == pytest.approx(100.0) and report.serving.f1_diff > 1.0
+    assert any("F1 moved +" in f for f in report.failures) and any("agree with PyTorch" in f for f in report.failures)
+    with pytest.raises(ParityError, match="either way"):
+        enforce(report)
 
 
 def test_bad_configs_fail_before_any_work(stage_cfg, reader, self_gold, tmp_path):

@@ -8,11 +8,11 @@ import pytest
 
 from metaqa.config import ConfigError
 from metaqa.data.records import DataValidationError
-from metaqa.export.predictor import OnnxPredictor
+from metaqa.inference import OnnxPredictor
 from metaqa.stages import predict
-from tests.export.conftest import WINDOW
+from tests.export.conftest import WINDOW, reader_cfg
 
-WINDOW_OVERRIDES = [f"max_seq_length={WINDOW['max_seq_length']}", f"doc_stride={WINDOW['doc_stride']}"]
+WINDOW_OVERRIDES = [f"reader.max_seq_length={WINDOW['max_seq_length']}", f"reader.doc_stride={WINDOW['doc_stride']}"]
 KEYS = ["id", "answer", "score", "start", "end", "null_score"]
 
 
@@ -28,7 +28,7 @@ def test_single_question_from_the_command_line_grammar(stage_cfg, fp32_dir, tmp_
     rows = lines(tmp_path / "predict" / "predictions.jsonl")
     assert len(rows) == 1 and list(rows[0]) == KEYS and rows[0]["id"] == "q0"
     assert json.loads(capsys.readouterr().out.strip().splitlines()[-1]) == rows[0]
-    same = OnnxPredictor(fp32_dir, **WINDOW).answer("Who wrote the first program, and where?",
+    same = OnnxPredictor(fp32_dir, reader=reader_cfg()).answer("Who wrote the first program, and where?",
                                                     "Ada Lovelace wrote it in London: the first program.")
     assert rows[0]["answer"] == same.text
 

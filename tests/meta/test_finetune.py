@@ -11,7 +11,7 @@ from metaqa.models.factory import build_qa_model
 from metaqa.stages import finetune, prep
 from metaqa.tracking.callbacks import save_reader
 
-FAST = ["max_seq_length=128", "doc_stride=32", "logger=none"]
+FAST = ["reader.max_seq_length=128", "reader.doc_stride=32", "logger=none"]
 
 
 @pytest.fixture

@@ -11,7 +11,7 @@ from metaqa.meta.module import MetaQAModule
 from metaqa.stages import meta_train, prep
 
 FAST_META = ["model=tiny", "meta.n_support=2", "meta.n_query=2", "meta.tasks_per_step=2",
-             "datamodule.max_seq_length=128", "datamodule.doc_stride=32", "datamodule.limit_val=8",
+             "reader.max_seq_length=128", "reader.doc_stride=32", "datamodule.limit_val=8",
              "trainer.log_every_n_steps=1", "logger=csv"]
 
 

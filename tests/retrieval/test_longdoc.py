@@ -1,8 +1,9 @@
 """Long documents: sentence spans, the filtered context and its exact offset mapping back."""
 import pytest
 
-from metaqa.export.predictor import OnnxPredictor
+from metaqa.inference import OnnxPredictor
 from metaqa.retrieval.longdoc import FilteredContext, SentenceFilter, read_filtered, sentence_spans
+from tests.export.conftest import reader_cfg
 from tests.retrieval.conftest import WINDOW
 
 FILLER = [f"Station {i} of the northern line opened in {1900 + i} with {i % 4 + 1} platforms." for i in range(80)]
@@ -63,7 +64,7 @@ def test_filter_keeps_the_relevant_sentence_within_one_window(tokenizer):
 
 
 def test_read_filtered_answers_in_document_offsets(tokenizer, tiny_onnx_dir):
-    predictor = OnnxPredictor(tiny_onnx_dir, threads=1, decode={"version_2": False}, **WINDOW)
+    predictor = OnnxPredictor(tiny_onnx_dir, threads=1, reader=reader_cfg(version_2=False))
     sentence_filter = SentenceFilter(predictor.tokenizer, max_seq_length=WINDOW["max_seq_length"])
     pred, kept = read_filtered(predictor, sentence_filter, "Where does the treasure lie buried?", DOCUMENT, "x")
     assert not kept.is_whole and pred.id == "x"

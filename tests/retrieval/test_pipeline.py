@@ -4,7 +4,7 @@ import math
 import pytest
 
 from metaqa.evaluation.devrev import Outcome, answerability_auc, devrev_report, theme_score, time_factor
-from metaqa.export.predictor import OnnxPredictor
+from metaqa.inference import OnnxPredictor
 from metaqa.retrieval.index import ThemeIndex
 from metaqa.retrieval.longdoc import SentenceFilter
 from metaqa.retrieval.pipeline import (
@@ -15,12 +15,13 @@ from metaqa.retrieval.pipeline import (
     calibrate,
     decide,
 )
+from tests.export.conftest import reader_cfg
 from tests.retrieval.conftest import BM25, OFF_TOPIC, PARAGRAPHS, QUESTIONS, THEMES, WINDOW
 
 
 @pytest.fixture(scope="module")
 def reader(tiny_onnx_dir):
-    return OnnxPredictor(tiny_onnx_dir, threads=1, decode={"version_2": False}, **WINDOW)
+    return OnnxPredictor(tiny_onnx_dir, threads=1, reader=reader_cfg(version_2=False))
 
 
 @pytest.fixture(scope="module")

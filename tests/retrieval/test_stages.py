@@ -7,7 +7,7 @@ from metaqa.config import ConfigError
 from metaqa.stages import pipeline, pipeline_eval
 from tests.retrieval.conftest import WINDOW
 
-WINDOW_OVERRIDES = [f"max_seq_length={WINDOW['max_seq_length']}", f"doc_stride={WINDOW['doc_stride']}", "threads=1"]
+WINDOW_OVERRIDES = [f"reader.max_seq_length={WINDOW['max_seq_length']}", f"reader.doc_stride={WINDOW['doc_stride']}", "threads=1"]
 
 
 def test_single_question_builds_the_index_once(stage_cfg, tiny_onnx_dir, tmp_path, capsys):

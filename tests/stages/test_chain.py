@@ -8,13 +8,13 @@ from metaqa.tracking.run import run_stage
 
 TINY_CHAIN = [
     "model=tiny",
-    'steps.synth.overrides=["input=${data.path}","reader=null","limit_paragraphs=8"]',
+    'steps.synth.overrides=["input=${data.path}","reader_dir=null","limit_paragraphs=8"]',
     'steps.meta_train.overrides=["data.prep_dir=${paths.output_dir}/data","trainer.max_steps=3",'
-    '"meta.n_support=2","meta.n_query=2","datamodule.max_seq_length=128","datamodule.doc_stride=32",'
+    '"meta.n_support=2","meta.n_query=2","reader.max_seq_length=128","reader.doc_stride=32",'
     '"datamodule.limit_val=8"]',
     'steps.finetune.overrides=["data.prep_dir=${paths.output_dir}/data",'
     '"model_dir=${paths.output_dir}/meta_train/reader","k=4","synthetic_source=${paths.output_dir}/synth/synthetic.csv",'
-    '"limit_synthetic=8","limit_eval=8","max_seq_length=128","doc_stride=32","min_steps=2"]',
+    '"limit_synthetic=8","limit_eval=8","reader.max_seq_length=128","reader.doc_stride=32","min_steps=2"]',
     'steps.export.overrides=["data.prep_dir=${paths.output_dir}/data","model_dir=${paths.output_dir}/finetune/reader",'
     '"export=fp32","export.max_f1_drop=100"]',
     'steps.bench.overrides=["data.prep_dir=${paths.output_dir}/data","model_dir=${paths.output_dir}/finetune/reader",'

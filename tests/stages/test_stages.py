@@ -14,7 +14,7 @@ from metaqa.stages import prep, train
 from metaqa.tracking.run import run_stage
 
 FAST_TRAIN = ["model=tiny", "trainer.max_steps=6", "datamodule.batch_size=8",
-              "datamodule.max_seq_length=128", "datamodule.doc_stride=32", "trainer.log_every_n_steps=1"]
+              "reader.max_seq_length=128", "reader.doc_stride=32", "trainer.log_every_n_steps=1"]
 
 
 @pytest.fixture
@@ -54,20 +54,49 @@ def test_train_then_eval_then_pipeline_loads_reader(prepared, stage_cfg, tmp_pat
     assert summary["status"] == "ok" and summary["metrics"]["global_step"] == 6
     assert value == summary["metrics"]["val/f1"] and 0.0 <= value <= 100.0
     assert (out / "checkpoints" / "last.ckpt").exists() and (out / "csv" / "metrics.csv").exists()
-    assert set(json.loads((out / "val_per_theme.json").read_text())) == {"Beekeeping", "Jazz"}
+    validated = set(json.loads((out / "val_per_theme.json").read_text()))  # dev: held-out questions
+    assert validated and not validated & {"Beekeeping", "Jazz"}  # of the training themes, never the test themes
 
     qa = pipeline("question-answering", model=str(out / "reader"), tokenizer=str(out / "reader"))
     answer = qa(question="Who?", context="Ada Lovelace wrote the first program.")
     assert {"answer", "score", "start", "end"} <= set(answer)
 
     ecfg = stage_cfg("eval", [f"data.prep_dir={prep_dir}", f"model_dir={out / 'reader'}",
-                              "max_seq_length=128", "doc_stride=32"], out=tmp_path / "eval")
-    metrics = eval_stage.run(ecfg)
+                              "reader.max_seq_length=128", "reader.doc_stride=32"], out=tmp_path / "eval")
+    metrics = eval_stage.run(ecfg)  # eval scores the held-out test themes
     assert metrics["total"] == 60 and {"HasAns_f1", "NoAns_f1", "best_f1_thresh"} <= set(metrics)
-    # the eval stage and Lightning's validation score the same weights the same way
-    assert metrics["f1"] == pytest.approx(summary["metrics"]["val/f1"], abs=1e-6)
     preds = json.loads((tmp_path / "eval" / "predictions.json").read_text())
     assert len(preds) == 60
+    na = json.loads((tmp_path / "eval" / "na_probs.json").read_text())  # plain JSON, no Infinity
+    assert set(na) == set(preds) and all(v is None or isinstance(v, float) for v in na.values())
+    # the eval stage and Lightning's validation score the same weights the same way (on dev)
+    dcfg = stage_cfg("eval", [f"data.prep_dir={prep_dir}", f"model_dir={out / 'reader'}", f"source={prep_dir / 'dev'}",
+                              "reader.max_seq_length=128", "reader.doc_stride=32"], out=tmp_path / "eval_dev")
+    assert eval_stage.run(dcfg)["f1"] == pytest.approx(summary["metrics"]["val/f1"], abs=1e-6)
+
+
+def test_selection_on_a_test_split_is_refused_unless_asked(prepared, stage_cfg, tmp_path):
+    from metaqa.config import ConfigError, check_selection_split, is_test_split
+
+    prep_dir, _ = prepared
+    cfg = stage_cfg("train", [f"data.prep_dir={prep_dir}", *FAST_TRAIN, f"datamodule.val_source={prep_dir / 'test'}"])
+    with pytest.raises(ConfigError, match=r"datamodule.val_source.*test split.*\+allow_test_selection=true"):
+        run_stage("train", train.run, cfg)
+    assert not (tmp_path / "train" / "checkpoints").exists()  # stopped before any work
+    assert stage_cfg("train", [f"data.prep_dir={prep_dir}"]).datamodule.val_source.endswith("/dev")
+    assert stage_cfg("meta_train", [f"data.prep_dir={prep_dir}"]).datamodule.val_source.endswith("/dev")
+    # a sweep whose objective (finetune's after/f1) is computed on a test split stops too
+    ft = stage_cfg("finetune", ["model_dir=/tmp/x", f"data.prep_dir={prep_dir}"])
+    check_selection_split("finetune", ft, multirun=False)  # a single finetune scores test: fine
+    check_selection_split("finetune", ft, multirun=True, optimizing=False)  # a grid reports (a warning)
+    with pytest.raises(ConfigError, match="eval_source.*the search's objective"):
+        check_selection_split("finetune", ft, multirun=True, optimizing=True)
+    allowed = stage_cfg("finetune", ["model_dir=/tmp/x", f"data.prep_dir={prep_dir}", "+allow_test_selection=true"])
+    check_selection_split("finetune", allowed, multirun=True, optimizing=True)
+    optuna = stage_cfg("train", [f"data.prep_dir={prep_dir}", "+hparams_search=train_optuna"])
+    assert "optuna" in optuna.hydra.sweeper._target_.lower() and optuna.datamodule.val_source.endswith("/dev")
+    assert is_test_split("x/subjqa/books/test.csv") and is_test_split(prep_dir / "test" / "Jazz.json")
+    assert not is_test_split("../shared/data/squad/dev-v1.1.json") and not is_test_split(tmp_path / "dev")
 
 
 def test_resume_from_last_checkpoint_continues_the_run(prepared, stage_cfg, tmp_path):

@@ -13,7 +13,7 @@ import yaml
 
 from metaqa.stages import prep, report
 
-TINY = ["model=tiny", "debug=fast", "datamodule.max_seq_length=128", "datamodule.doc_stride=32"]
+TINY = ["model=tiny", "debug=fast", "reader.max_seq_length=128", "reader.doc_stride=32"]
 
 
 @pytest.fixture

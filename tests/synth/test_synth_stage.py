@@ -104,7 +104,7 @@ def test_use_qa_data_merges_gold_pairs(synth):
 
 
 def test_roundtrip_filter_in_the_stage(synth, reader_dir, onnx_dir):
-    common = [f"reader={reader_dir}", "roundtrip.max_seq_length=128", "roundtrip.doc_stride=32",
+    common = [f"reader_dir={reader_dir}", "reader.max_seq_length=128", "reader.doc_stride=32",
               "limit_paragraphs=12"]
     keep, _ = synth([*common, "roundtrip.threshold=-inf"], "keep")
     assert 0 < keep["kept_roundtrip"] <= keep["kept_question_filter"]
@@ -113,7 +113,7 @@ def test_roundtrip_filter_in_the_stage(synth, reader_dir, onnx_dir):
     reasons = [json.loads(line)["reason"] for line in (out / "synth_dropped.jsonl").read_text().splitlines()]
     assert reasons.count("roundtrip_low_score") + reasons.count("roundtrip_no_overlap") == none["kept_question_filter"]
     assert read_devrev_csv(out / "synthetic.csv").records == []  # an empty but valid file
-    onnx, _ = synth([*common, f"reader={onnx_dir}", "roundtrip.threshold=-inf"], "onnx")
+    onnx, _ = synth([*common, f"reader_dir={onnx_dir}", "roundtrip.threshold=-inf"], "onnx")
     assert onnx["kept_roundtrip"] == keep["kept_roundtrip"]  # same reader, same spans
 
 

@@ -111,7 +111,8 @@ def test_report_stage_writes_table_failures_and_plots(stage_cfg, sweep):
     assert result is None  # optimized_metric: null
     s = json.loads((out / "summary.json").read_text())["metrics"]
     assert (s["runs"], s["ok"], s["failed"], s["missing"]) == (5, 3, 1, 1)
-    assert s["best_run"] == "1" and s["best_f1"] == 45.0 and s["plots"] == 2
+    assert s["best/train/run"] == "1" and s["best/train/value"] == 45.0 and s["best/train/ranked_by"] == "val/f1"
+    assert s["plots"] == 2
     md = (out / "report.md").read_text()
     assert "5 runs: 3 ok, 1 failed, 1 without a summary.json" in md
     assert "FileNotFoundError: /data/missing does not exist" in md and "still running" in md
@@ -155,3 +156,17 @@ def test_varying_overrides_counts_an_absent_key_as_a_value(tmp_path):
     runs = [Run(tmp_path, "a", overrides=["x=1"]), Run(tmp_path, "b", overrides=["x=1", "+y=2"]),
             Run(tmp_path, "c", overrides=["x=1", "z=3"])]
     assert varying_overrides(runs) == ["y", "z"]
+
+
+def test_finetune_runs_are_ranked_by_after_f1_not_before(stage_cfg, tmp_path):
+    """A finetune run's objective is after/f1: the run that adapted best wins, and the report says
+    which metric it ranked by (the first key containing "f1" was before/f1)."""
+    root = tmp_path / "ft"
+    for job, (before, after) in enumerate([(60.0, 40.0), (30.0, 55.0)]):
+        write(root / str(job) / "summary.json", summary("finetune", metrics={"before/f1": before, "after/f1": after},
+                                                         overrides=[f"k={16 * (job + 1)}"]))
+    result = report.run(stage_cfg("report", [f"dir={root}"], out=root / "report"))
+    assert result["best/finetune/run"] == "1" and result["best/finetune/ranked_by"] == "after/f1"
+    md = (root / "report" / "report.md").read_text()
+    assert "Best `finetune` run by its optimized_metric `after/f1`: **55.00**, run `1`" in md
+    assert f1_metric(collect_runs(root)) == "after/f1"  # the F1 axis too
