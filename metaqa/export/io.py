@@ -1,61 +1,47 @@
 """Questions in (JSONL or any format the readers support), predictions out (JSONL)."""
 from __future__ import annotations
 
-import json
 import math
 from pathlib import Path
 from typing import Sequence
 
+from metaqa.data import readlog
+from metaqa.data.formats import is_jsonl, jsonl_kind, jsonl_objects, unique_ids
 from metaqa.data.records import DataValidationError, QARecord
 from metaqa.data.shards import load_source
 from metaqa.evaluation.postprocess import SpanPrediction
 from metaqa.fileio import write_jsonl
 from metaqa.inference.engine import make_record
 
-JSONL_SUFFIXES = (".jsonl", ".ndjson")
 
-
-def read_questions_jsonl(path: str | Path) -> list[QARecord]:
+def read_questions_jsonl(path: str | Path, duplicate_ids: str = "rename") -> list[QARecord]:
     """One JSON object per line with `question`, `context` and optionally `id` (default `line<n>`).
 
-    Blank lines are skipped; anything else that is wrong stops with the file, line and fix.
+    Blank lines are skipped; a repeated id is renamed `<id>#2` with a warning (or refused, with
+    `duplicate_ids="error"`); anything else that is wrong stops with the file, line and fix.
     """
     path = Path(path)
-    records, seen = [], set()
-    try:
-        lines = path.read_text(encoding="utf-8").splitlines()
-    except UnicodeDecodeError as err:
-        raise DataValidationError(str(path), None, f"not UTF-8 ({err.reason} at byte {err.start})",
-                                  "save the file as UTF-8") from err
-    for n, line in enumerate(lines, start=1):
-        if not line.strip():
-            continue
+    records, lines_of = [], []
+    for n, obj in jsonl_objects(path, '{"question": "...", "context": "..."}'):
         try:
-            obj = json.loads(line)
-        except json.JSONDecodeError as err:
-            raise DataValidationError(str(path), n, f"not valid JSON ({err.msg})",
-                                      'one object per line: {"question": "...", "context": "..."}') from err
-        if not isinstance(obj, dict):
-            raise DataValidationError(str(path), n, f"a JSON {type(obj).__name__}, not an object",
-                                      'one object per line: {"question": "...", "context": "..."}')
-        rid = str(obj.get("id", f"line{n}"))
-        if rid in seen:
-            raise DataValidationError(str(path), n, f"duplicate id {rid!r}", "give every line its own id")
-        seen.add(rid)
-        try:
-            records.append(make_record(obj.get("question", ""), obj.get("context", ""), rid))
+            records.append(make_record(obj.get("question", ""), obj.get("context", ""), str(obj.get("id", f"line{n}"))))
         except (TypeError, ValueError) as err:
             raise DataValidationError(str(path), n, str(err),
                                       "every line needs a non-empty string question and context") from err
+        lines_of.append(str(n))
+    records, warning = unique_ids(records, str(path), lines_of, unit="line", policy=duplicate_ids)
+    if warning:
+        readlog.note(str(path), warning)
     return records
 
 
-def read_questions(path: str | Path, fmt: str = "auto") -> tuple[list[QARecord], bool]:
-    """(records, labelled): JSONL questions (unlabelled), or any reader format / shard dir (labelled)."""
+def read_questions(path: str | Path, fmt: str = "auto", duplicate_ids: str = "rename") -> tuple[list[QARecord], bool]:
+    """(records, labelled): JSONL questions (unlabelled), or any reader format / shard dir,
+    MRQA JSONL included (labelled); a `.jsonl` file is told apart by its keys."""
     path = Path(path)
-    if fmt == "jsonl" or (fmt == "auto" and path.suffix.lower() in JSONL_SUFFIXES):
-        return read_questions_jsonl(path), False
-    return load_source(path, fmt), True
+    if fmt == "jsonl" or (fmt == "auto" and is_jsonl(path) and jsonl_kind(path) != "mrqa_jsonl"):
+        return read_questions_jsonl(path, duplicate_ids), False
+    return load_source(path, fmt, duplicate_ids), True
 
 
 def _finite(x: float) -> float | None:

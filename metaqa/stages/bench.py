@@ -284,7 +284,7 @@ def run(cfg: DictConfig) -> dict:
     reader = ReaderConfig.from_cfg(cfg.reader)
     specs = {name: variant_spec(cfg, name) for name in variants}
     # Read every input before any work: a missing source fails in a second.
-    records = load_source(cfg.source, cfg.format)[: cfg.limit]
+    records = load_source(cfg.source, cfg.format, cfg.data.duplicate_ids)[: cfg.limit]
     if not records:
         raise ConfigError("source", f"{cfg.source} holds no questions", "pass source=<shard dir or data file>")
     calibration = {}

@@ -27,7 +27,7 @@ def run(cfg: DictConfig) -> dict:
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
     predictor = TorchPredictor.from_dir(model_dir, reader)
-    records = load_source(cfg.source, cfg.format)[: cfg.limit]
+    records = load_source(cfg.source, cfg.format, cfg.data.duplicate_ids)[: cfg.limit]
     started = time.perf_counter()
     predictions = predictor.predict(records, cfg.batch_size, progress=True)
     seconds = time.perf_counter() - started

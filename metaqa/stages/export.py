@@ -41,7 +41,7 @@ def run(cfg: DictConfig) -> dict:
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
     # Read every input before any work: a missing dev or calibration source fails in a second.
-    dev_all = load_source(parity["source"], parity.get("format", "auto"))
+    dev_all = load_source(parity["source"], parity.get("format", "auto"), cfg.data.duplicate_ids)
     dev = dev_all[: parity.get("limit")]
     calibration = None
     quant = spec.get("quantization") or {}

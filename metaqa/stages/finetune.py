@@ -61,9 +61,9 @@ def run(cfg: DictConfig) -> dict:
     predictor = TorchPredictor.from_dir(model_dir, ReaderConfig.from_cfg(cfg.reader))
     net, tokenizer = predictor.net, predictor.tokenizer
 
-    pool = of_theme(load_source(cfg.train_source), cfg.theme, cfg.train_source)
+    pool = of_theme(load_source(cfg.train_source, duplicate_ids=cfg.data.duplicate_ids), cfg.theme, cfg.train_source)
     shots = draw_k(pool, cfg.k, cfg.seed)
-    evaluation = of_theme(load_source(cfg.eval_source), cfg.theme, cfg.eval_source)
+    evaluation = of_theme(load_source(cfg.eval_source, duplicate_ids=cfg.data.duplicate_ids), cfg.theme, cfg.eval_source)
     if Path(cfg.eval_source).resolve() == Path(cfg.train_source).resolve():
         used = {r.id for r in shots}
         evaluation = [r for r in evaluation if r.id not in used]

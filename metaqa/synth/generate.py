@@ -34,6 +34,7 @@ from metaqa.data.formats import (
     DEVREV_COLUMNS,
     SUBJQA_MARKER,
     UTF8_FIX,
+    jsonl_kind,
     read_records,
     write_devrev_csv,
 )
@@ -42,7 +43,7 @@ from metaqa.synth.candidates import Candidate, CandidateOptions, CandidateStats,
 from metaqa.synth.filters import Borrowed, NegativeSampler, RoundtripFilter
 from metaqa.synth.questions import Question, QuestionFilter
 
-INPUT_FORMATS = ("auto", "devrev_csv", "squad_json", "subjqa_csv", "jsonl", "text")
+INPUT_FORMATS = ("auto", "devrev_csv", "squad_json", "subjqa_csv", "mrqa_jsonl", "jsonl", "text")
 
 
 # --------------------------------------------------------------------------- paragraphs in
@@ -65,7 +66,7 @@ def detect_format(path: Path) -> str:
     if suffix == ".json":
         return "squad_json"
     if suffix in (".jsonl", ".ndjson"):
-        return "jsonl"
+        return "mrqa_jsonl" if jsonl_kind(path) == "mrqa_jsonl" else "jsonl"
     if suffix in (".txt", ".md"):
         return "text"
     if suffix == ".csv":
@@ -160,6 +161,7 @@ def iter_paragraphs(path: str | os.PathLike, fmt: str = "auto", theme: str | Non
         "devrev_csv": lambda: _csv_paragraphs(path, DEVREV_COLUMNS[0], DEVREV_COLUMNS[1], None),
         "subjqa_csv": lambda: _csv_paragraphs(path, "domain", "review", SUBJQA_MARKER),
         "squad_json": lambda: _squad_paragraphs(path),
+        "mrqa_jsonl": lambda: (Paragraph(r.theme, r.context) for r in read_records(path, "mrqa_jsonl").records),
         "jsonl": lambda: _jsonl_paragraphs(path, theme),
         "text": lambda: _text_paragraphs(path, theme),
     }[fmt]()

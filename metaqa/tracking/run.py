@@ -18,6 +18,7 @@ import hydra
 from omegaconf import DictConfig, OmegaConf
 
 from metaqa.config import check_selection_split
+from metaqa.data import readlog
 from metaqa.fileio import write_json
 
 log = logging.getLogger(__name__)
@@ -58,6 +59,7 @@ def run_stage(stage: str, run: Callable[[DictConfig], dict], cfg: DictConfig) ->
     started = time.time()
     summary: dict[str, Any] = {"stage": stage, "output_dir": str(out)}
     metrics = None
+    readlog.drain()  # notes from before this job (an earlier job of the sweep) are not its own
     try:
         metrics = run(cfg) or {}
         summary.update(status="ok", metrics=metrics)
@@ -76,6 +78,9 @@ def run_stage(stage: str, run: Callable[[DictConfig], dict], cfg: DictConfig) ->
         summary["choices"] = job["choices"]
         summary["optimized_metric"] = OmegaConf.to_container(cfg.optimized_metric) \
             if OmegaConf.is_config(cfg.get("optimized_metric")) else cfg.get("optimized_metric")
+        notes = readlog.drain()  # every read warning and repair of this job (logged as they came)
+        if notes:
+            summary.update(read_warnings=notes[: readlog.KEEP], read_warnings_total=len(notes))
         write_json(out / SUMMARY, summary)
         log_summary_to_wandb(cfg, summary, out)
         finish_wandb(exit_code=0 if summary.get("status") == "ok" else 1)
