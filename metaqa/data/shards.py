@@ -106,7 +106,7 @@ def write_shards(splits: dict[str, list[QARecord]], manifest: list[dict], out_di
             write_squad_json(rows, tmp / split / f"{theme_slug(theme)}.json")
     (tmp / MANIFEST).write_text(json.dumps({**meta, "themes": manifest}, indent=2))
     write_csv(tmp / "manifest.csv", manifest, list(manifest[0]) if manifest else ["theme"])
-    return replace_dir(tmp, out_dir)
+    return replace_dir(tmp, out_dir, stage="prep")
 
 
 def load_source(source: str | Path, fmt: str = "auto") -> list[QARecord]:
