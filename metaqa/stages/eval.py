@@ -21,7 +21,7 @@ log = logging.getLogger(__name__)
 
 
 def run(cfg: DictConfig) -> dict:
-    model_dir = check_reader_dir(cfg.model_dir)
+    model_dir = check_reader_dir(cfg.model_dir, cfg.get("allow_pickle", False))
     check_windows(cfg.max_seq_length, cfg.doc_stride, "eval")
     if cfg.threads:
         torch.set_num_threads(cfg.threads)

@@ -56,7 +56,7 @@ def evaluate(net, tokenizer, records, cfg: DictConfig) -> tuple[dict, dict]:
 
 
 def run(cfg: DictConfig) -> dict:
-    model_dir = check_reader_dir(cfg.model_dir)
+    model_dir = check_reader_dir(cfg.model_dir, cfg.get("allow_pickle", False))
     check_windows(cfg.max_seq_length, cfg.doc_stride, "finetune")
     pl.seed_everything(cfg.seed, workers=True)
     out = Path(cfg.paths.output_dir)
