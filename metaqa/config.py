@@ -8,6 +8,7 @@ import json
 from pathlib import Path
 
 from omegaconf import DictConfig, OmegaConf
+from omegaconf.errors import OmegaConfBaseException
 
 PACKAGE_DIR = Path(__file__).resolve().parent
 CONF_DIR = PACKAGE_DIR.parent / "conf"
@@ -88,12 +89,12 @@ def _weight_names(path: Path, allow_pickle: bool) -> list[str]:
     if index.exists():
         return list(json.loads(index.read_text(encoding="utf-8")).get("weight_map", {}))
     if (path / "model.safetensors").exists():
-        from safetensors import safe_open
+        from safetensors import SafetensorError, safe_open
 
         try:
             with safe_open(str(path / "model.safetensors"), framework="pt") as f:
                 return list(f.keys())
-        except Exception as err:  # safetensors raises its own error types for a bad header
+        except (OSError, SafetensorError) as err:
             raise ConfigError("model_dir", f"{path}/model.safetensors is unreadable ({err})",
                               "re-save the reader with save_pretrained") from None
     pickles = sorted(p for pattern in PICKLE_WEIGHTS for p in path.glob(pattern))
@@ -105,11 +106,13 @@ def _weight_names(path: Path, allow_pickle: bool) -> list[str]:
                           "loading a pickle can run any code it contains",
                           "re-save the reader as safetensors (model.save_pretrained(dir)), or pass "
                           "allow_pickle=true if you trust where the file came from")
+    import pickle
+
     import torch
 
     try:
         state = torch.load(pickles[0], map_location="meta", weights_only=True, mmap=True)
-    except Exception as err:
+    except (pickle.UnpicklingError, RuntimeError, EOFError, ValueError) as err:
         raise ConfigError("model_dir", f"{pickles[0]} is not a plain state dict of tensors ({type(err).__name__})",
                           "re-save the reader with save_pretrained (safetensors)") from None
     return list(state) if isinstance(state, dict) else []
@@ -140,7 +143,7 @@ def check_numbers(cfg: DictConfig, where: str = "") -> None:
             continue
         try:
             value = cfg[key]
-        except Exception:  # a missing (???) or unresolvable value: the stage names it itself
+        except OmegaConfBaseException:  # a missing (???) or unresolvable value: the stage names it itself
             continue
         field = f"{where}{key}"
         if isinstance(value, DictConfig):

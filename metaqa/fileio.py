@@ -18,8 +18,9 @@ import os
 import re
 import shutil
 import uuid
+from collections.abc import Iterable, Sequence
 from pathlib import Path
-from typing import Any, Iterable, Sequence
+from typing import Any
 
 from metaqa import __version__
 from metaqa.config import ConfigError

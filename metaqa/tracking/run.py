@@ -14,11 +14,13 @@ import logging
 import math
 import time
 import traceback
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import hydra
 from omegaconf import DictConfig, OmegaConf
+from omegaconf.errors import OmegaConfBaseException
 
 from metaqa import __version__
 from metaqa.config import check_numbers
@@ -65,7 +67,7 @@ def run_stage(stage: str, run: Callable[[DictConfig], dict], cfg: DictConfig) ->
             return objective(cfg, done.get("metrics") or {})
     started = time.time()
     summary: dict[str, Any] = {"stage": stage, "output_dir": str(out), "metaqa_version": __version__,
-                               "config_hash": config_hash(cfg, strict=False)}
+                               "config_hash": config_hash(cfg)}
     metrics = None
     try:
         check_numbers(cfg)
@@ -119,7 +121,7 @@ def finished_summary(out: str | Path, stage: str | None, cfg: DictConfig) -> dic
         return None
     if done.get("status") != "ok" or (stage is not None and done.get("stage") != stage):
         return None
-    wanted = config_hash(cfg, strict=False)
+    wanted = config_hash(cfg)
     if done.get("config_hash") != wanted or wanted is None:
         log.info("%s: finished before, but with another config (hash %s, now %s): running it again",
                  out, done.get("config_hash") or "not recorded", wanted)
@@ -133,21 +135,31 @@ def finished_summary(out: str | Path, stage: str | None, cfg: DictConfig) -> dic
 
 def cached_run(out: str | Path, cfg: DictConfig) -> dict | None:
     """For scripts that reuse runs: the summary of `out` when a run of this very config finished
-    there (`finished_summary`), else None. Write summaries with `run_stage`."""
+    there (`finished_summary`), else None. Write summaries with `run_stage` (or use `run_cached`)."""
     return finished_summary(out, None, cfg)
 
 
-def config_hash(cfg: DictConfig, strict: bool = True) -> str | None:
+def run_cached(stage: str, run: Callable[[DictConfig], dict], cfg: DictConfig) -> dict:
+    """For scripts: the summary of `cfg`'s run, reused when its output dir holds a finished run of
+    this very config (`cached_run`), else run now (`run_stage` records it)."""
+    out = Path(cfg.paths.output_dir)
+    done = cached_run(out, cfg)
+    if done is None:
+        run_stage(stage, run, cfg)
+        done = json.loads((out / SUMMARY).read_text())
+    return done
+
+
+def config_hash(cfg: DictConfig) -> str | None:
     """A short hash of the resolved config: Hydra's node, the bookkeeping keys (RUN_CONTROL_KEYS)
-    and the output dir's own path left out, so a moved run dir keeps its hash. Not strict: None
-    when the config does not resolve (the stage then reports the missing value)."""
+    and the output dir's own path left out, so a moved run dir keeps its hash. None when the
+    config does not resolve (the stage itself then reports the missing value)."""
     try:
         resolved = resolved_config(cfg)
-    except Exception:
-        if strict:
-            raise
+    except (OmegaConfBaseException, ValueError):  # a missing value, an unset ${hydra:} field
         return None
-    out = str(resolved.get("paths", {}).pop("output_dir", "")) if isinstance(resolved.get("paths"), dict) else ""
+    paths = resolved.get("paths")
+    out = str(paths.pop("output_dir", "")) if isinstance(paths, dict) else ""
     for key in RUN_CONTROL_KEYS:
         resolved.pop(key, None)
     text = json.dumps(resolved, sort_keys=True, default=str)

@@ -12,6 +12,7 @@ from metaqa.config import ConfigError
 from metaqa.export import convert
 from metaqa.export.parity import ParityError, compare, enforce
 from metaqa.export.predictor import OnnxPredictor
+from metaqa.fileio import MARKER, write_json
 from metaqa.stages import export as export_stage
 from metaqa.tracking.run import run_stage
 from tests.export.conftest import WINDOW, tiny_reader
@@ -84,13 +85,14 @@ def test_gate_refuses_a_corrupted_graph_and_writes_nothing(stage_cfg, reader, se
     previous = tmp_path / "export" / "onnx"
     previous.mkdir(parents=True)
     (previous / "keep.txt").write_text("an earlier good export")
+    write_json(previous / MARKER, {"stage": "export"})  # as metaqa export marks its output
     cfg = export_cfg(stage_cfg, reader, self_gold)
     with pytest.raises(ParityError, match=r"F1 drop [\d.]+ points .* exceeds export.max_f1_drop=1 by") as err:
         run_stage("export", export_stage.run, cfg)
     assert "export.logits_atol=0.0001" in str(err.value)
     assert err.value.report.f1_drop > 1.0
     assert sorted(p.name for p in previous.parent.iterdir()) == ["onnx", "parity.json", "summary.json"]
-    assert [p.name for p in previous.iterdir()] == ["keep.txt"]  # the earlier export is untouched
+    assert sorted(p.name for p in previous.iterdir()) == [MARKER, "keep.txt"]  # the earlier export is untouched
     parity = json.loads((tmp_path / "export" / "parity.json").read_text())
     assert parity["ok"] is False and parity["f1_drop"] == pytest.approx(err.value.report.f1_drop)
     summary = json.loads((tmp_path / "export" / "summary.json").read_text())

@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from metaqa.config import ConfigError
 from metaqa import fileio
+from metaqa.config import ConfigError
 from metaqa.fileio import write_json
 from metaqa.retrieval.index import ThemeIndex
 from metaqa.stages import bench, export, prep
