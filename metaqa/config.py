@@ -40,35 +40,36 @@ def check_windows(max_seq_length: int, doc_stride: int, where: str) -> None:
                           f"{where}.doc_stride=128 with max_seq_length=384")
 
 
-def check_reader_dir(model_dir: str | Path, allow_pickle: bool = False) -> Path:
+def check_reader_dir(model_dir: str | Path, allow_pickle: bool = False, field: str = "model_dir") -> Path:
     """A `save_pretrained` reader dir (what `metaqa train` writes to <run>/reader): a config whose
     architecture is `*ForQuestionAnswering` and weights that hold the trained QA head
     (`qa_outputs.weight`), read without loading them. Pickle weights (`pytorch_model.bin`, `.pt`)
-    are refused unless `allow_pickle` (unpickling a file can run any code in it)."""
+    are refused unless `allow_pickle` (unpickling a file can run any code in it). `field`: the config
+    key that named the dir, for the messages."""
     path = Path(model_dir)
-    fix = "pass model_dir=<train run>/reader (a dir written by metaqa train, meta-train or finetune)"
+    fix = f"pass {field}=<train run>/reader (a dir written by metaqa train, meta-train or finetune)"
     if not path.is_dir():
-        raise ConfigError("model_dir", f"{path} is not a directory", fix)
+        raise ConfigError(field, f"{path} is not a directory", fix)
     if any(path.glob("*.onnx")):
         source = _exported_from(path)
-        raise ConfigError("model_dir", f"{path} is an ONNX export (model.onnx), not a PyTorch reader",
+        raise ConfigError(field, f"{path} is an ONNX export (model.onnx), not a PyTorch reader",
                           f"answer questions with it: `metaqa predict model_dir={path}`; or pass the reader "
-                          f"it was exported from{f' (model_dir={source})' if source else ''}")
+                          f"it was exported from{f' ({field}={source})' if source else ''}")
     if not (path / "config.json").exists():
-        raise ConfigError("model_dir", f"{path} is not a save_pretrained dir (no config.json)", fix)
+        raise ConfigError(field, f"{path} is not a save_pretrained dir (no config.json)", fix)
     try:
         config = json.loads((path / "config.json").read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError, ValueError) as err:
-        raise ConfigError("model_dir", f"{path}/config.json is not valid JSON ({err})",
+        raise ConfigError(field, f"{path}/config.json is not valid JSON ({err})",
                           "re-save the reader with save_pretrained, or " + fix[0].lower() + fix[1:]) from None
     if not isinstance(config, dict) or "model_type" not in config:
-        raise ConfigError("model_dir", f"{path}/config.json is not a transformers model config (no model_type)",
+        raise ConfigError(field, f"{path}/config.json is not a transformers model config (no model_type)",
                           "re-save the reader with save_pretrained, or " + fix)
     architectures = config.get("architectures") or []
-    heads = _weight_names(path, allow_pickle)
+    heads = _weight_names(path, allow_pickle, field)
     if not any(a.endswith("ForQuestionAnswering") for a in architectures) or not any(
             k.endswith("qa_outputs.weight") for k in heads):
-        raise ConfigError("model_dir", f"{path} holds a {'/'.join(architectures) or config['model_type']} "
+        raise ConfigError(field, f"{path} holds a {'/'.join(architectures) or config['model_type']} "
                           "without a trained question-answering head (no qa_outputs weights); its answers "
                           "would come from a randomly initialised head",
                           f"train a reader from it first (`metaqa train model.pretrained={path}`), then {fix}")
@@ -82,7 +83,7 @@ def _exported_from(onnx_dir: Path) -> str | None:
         return None
 
 
-def _weight_names(path: Path, allow_pickle: bool) -> list[str]:
+def _weight_names(path: Path, allow_pickle: bool, field: str) -> list[str]:
     """The tensor names of a save_pretrained dir's weights, read from the safetensors headers (or the
     shard index); pickle weights only with `allow_pickle`."""
     index = path / "model.safetensors.index.json"
@@ -95,14 +96,14 @@ def _weight_names(path: Path, allow_pickle: bool) -> list[str]:
             with safe_open(str(path / "model.safetensors"), framework="pt") as f:
                 return list(f.keys())
         except (OSError, SafetensorError) as err:
-            raise ConfigError("model_dir", f"{path}/model.safetensors is unreadable ({err})",
+            raise ConfigError(field, f"{path}/model.safetensors is unreadable ({err})",
                               "re-save the reader with save_pretrained") from None
     pickles = sorted(p for pattern in PICKLE_WEIGHTS for p in path.glob(pattern))
     if not pickles:
-        raise ConfigError("model_dir", f"{path} has no weights (no model.safetensors)",
+        raise ConfigError(field, f"{path} has no weights (no model.safetensors)",
                           "pass a dir written by save_pretrained (metaqa train writes <run>/reader)")
     if not allow_pickle:
-        raise ConfigError("model_dir", f"{path} holds pickle weights ({pickles[0].name}) and no model.safetensors; "
+        raise ConfigError(field, f"{path} holds pickle weights ({pickles[0].name}) and no model.safetensors; "
                           "loading a pickle can run any code it contains",
                           "re-save the reader as safetensors (model.save_pretrained(dir)), or pass "
                           "allow_pickle=true if you trust where the file came from")
@@ -113,7 +114,7 @@ def _weight_names(path: Path, allow_pickle: bool) -> list[str]:
     try:
         state = torch.load(pickles[0], map_location="meta", weights_only=True, mmap=True)
     except (pickle.UnpicklingError, RuntimeError, EOFError, ValueError) as err:
-        raise ConfigError("model_dir", f"{pickles[0]} is not a plain state dict of tensors ({type(err).__name__})",
+        raise ConfigError(field, f"{pickles[0]} is not a plain state dict of tensors ({type(err).__name__})",
                           "re-save the reader with save_pretrained (safetensors)") from None
     return list(state) if isinstance(state, dict) else []
 

@@ -122,8 +122,8 @@ def last_line(done: subprocess.CompletedProcess) -> str:
 
 def changes(before: set[str], after: set[str]) -> str:
     def some(names: set[str]) -> str:
-        tops = sorted({n.split("/")[0] if "/" in n else n for n in names})
-        return ", ".join(tops[:4]) + (f" … ({len(names)} files)" if len(names) > 4 or len(tops) < len(names) else "")
+        shown = sorted(names)[:3]
+        return ", ".join(shown) + (f" +{len(names) - len(shown)} more" if len(names) > len(shown) else "")
 
     parts = [f"new: {some(after - before)}" if after - before else "",
              f"removed: {some(before - after)}" if before - after else ""]
@@ -161,9 +161,11 @@ def killed_export(reader: Path, work: Path) -> list[dict]:
     rows = [{"case": "export killed (SIGKILL) while building", "exit code": proc.returncode,
              "last message line": "(killed)", "leftovers": changes(before, killed)}]
     again = metaqa(args, cwd=ws)
+    stale = sorted(p.name for p in ws.glob("onnx.tmp-*"))
     rows.append({"case": "the same export again, after the kill", "exit code": again.returncode,
                  "last message line": last_line(again),
-                 "leftovers": changes(killed, files(ws, ws / "run"))})
+                 "leftovers": changes(killed, files(ws, ws / "run")) + (f"; still there: {', '.join(stale)}"
+                                                                         if stale else "")})
     return rows
 
 

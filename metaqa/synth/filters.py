@@ -21,7 +21,7 @@ from typing import Sequence
 
 import numpy as np
 
-from metaqa.config import ConfigError
+from metaqa.config import ConfigError, check_reader_dir
 from metaqa.data.records import QARecord
 from metaqa.evaluation.postprocess import SpanPrediction
 from metaqa.models.inference import DecodeConfig
@@ -51,10 +51,7 @@ class QAReader:
             self.predictor = OnnxPredictor(path, threads=threads or 0, max_seq_length=max_seq_length,
                                            doc_stride=doc_stride, decode=SPAN_DECODE)
             return
-        if not (path / "config.json").is_file():
-            raise ConfigError("reader", f"{path} holds neither model.onnx nor config.json",
-                              "pass a save_pretrained reader dir (<train run>/reader) or an ONNX dir "
-                              "(<export run>/onnx)")
+        check_reader_dir(path, field="reader")
         import torch
         from transformers import AutoModelForQuestionAnswering, AutoTokenizer
 

@@ -77,3 +77,10 @@ def test_no_weights_at_all(reader, tmp_path):
     with pytest.raises(ConfigError, match="no weights"):
         check_reader_dir(empty)
     assert json.loads((empty / "config.json").read_text())["architectures"]
+
+
+def test_synth_refuses_a_plain_encoder_as_its_reader(plain_encoder):
+    from metaqa.synth.filters import QAReader
+
+    with pytest.raises(ConfigError, match="config `reader`: .* without a trained question-answering head"):
+        QAReader(plain_encoder)
