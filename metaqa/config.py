@@ -61,7 +61,7 @@ def check_reader_dir(model_dir: str | Path, allow_pickle: bool = False, field: s
         config = json.loads((path / "config.json").read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError, ValueError) as err:
         raise ConfigError(field, f"{path}/config.json is not valid JSON ({err})",
-                          "re-save the reader with save_pretrained, or " + fix[0].lower() + fix[1:]) from None
+                          "re-save the reader with save_pretrained, or " + fix) from None
     if not isinstance(config, dict) or "model_type" not in config:
         raise ConfigError(field, f"{path}/config.json is not a transformers model config (no model_type)",
                           "re-save the reader with save_pretrained, or " + fix)
