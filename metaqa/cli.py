@@ -20,7 +20,7 @@ STAGES = {
     "pipeline_eval": ("metaqa.stages.pipeline_eval", "paragraph accuracy, F1, latency and DevRev theme score of the pipeline"),
     "report": ("metaqa.stages.report", "one table + plots over every run of a run or sweep dir"),
     "run": ("metaqa.stages.run", "chain stages from one config: metaqa run experiment=chain"),
-    "demo": ("metaqa.stages.demo", "prep → train → eval on the embedded sample"),
+    "demo": ("metaqa.stages.demo", "the whole chain on the embedded sample: prep → synth → meta-train → finetune → export → bench → report"),
 }
 
 
@@ -43,6 +43,18 @@ def main(argv: list[str] | None = None) -> None:
     module = importlib.import_module(STAGES[stage][0])
     sys.argv = [f"metaqa {stage}", *argv[1:]]  # Hydra parses sys.argv
     module.main()
+    exit_if_jobs_failed(argv[0])
+
+
+def exit_if_jobs_failed(stage: str) -> None:
+    """A sweep runs every job even when some fail (run_stage records them); its exit status then
+    says so, after the last job, with the failed jobs' dirs."""
+    from metaqa.tracking.run import FAILED_JOBS, SUMMARY
+
+    if FAILED_JOBS:
+        print(f"metaqa {stage}: {len(FAILED_JOBS)} job(s) of the sweep failed (error and traceback in each "
+              f"{SUMMARY}; rerunning the same command reruns only them): {', '.join(FAILED_JOBS)}", file=sys.stderr)
+        sys.exit(1)
 
 
 if __name__ == "__main__":

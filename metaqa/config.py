@@ -4,9 +4,11 @@ Validation follows LeRobot's habit: fail before any work starts, naming the fiel
 """
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 from omegaconf import DictConfig, OmegaConf
+from omegaconf.errors import OmegaConfBaseException
 
 PACKAGE_DIR = Path(__file__).resolve().parent
 CONF_DIR = PACKAGE_DIR.parent / "conf"
@@ -38,13 +40,121 @@ def check_windows(max_seq_length: int, doc_stride: int, where: str) -> None:
                           f"{where}.doc_stride=128 with max_seq_length=384")
 
 
-def check_reader_dir(model_dir: str | Path) -> Path:
-    """A `save_pretrained` reader dir (what `metaqa train` writes to <run>/reader)."""
+def check_reader_dir(model_dir: str | Path, allow_pickle: bool = False, field: str = "model_dir") -> Path:
+    """A `save_pretrained` reader dir (what `metaqa train` writes to <run>/reader): a config whose
+    architecture is `*ForQuestionAnswering` and weights that hold the trained QA head
+    (`qa_outputs.weight`), read without loading them. Pickle weights (`pytorch_model.bin`, `.pt`)
+    are refused unless `allow_pickle` (unpickling a file can run any code in it). `field`: the config
+    key that named the dir, for the messages."""
     path = Path(model_dir)
+    fix = f"pass {field}=<train run>/reader (a dir written by metaqa train, meta-train or finetune)"
+    if not path.is_dir():
+        raise ConfigError(field, f"{path} is not a directory", fix)
+    if any(path.glob("*.onnx")):
+        source = _exported_from(path)
+        raise ConfigError(field, f"{path} is an ONNX export (model.onnx), not a PyTorch reader",
+                          f"answer questions with it: `metaqa predict model_dir={path}`; or pass the reader "
+                          f"it was exported from{f' ({field}={source})' if source else ''}")
     if not (path / "config.json").exists():
-        raise ConfigError("model_dir", f"{path} is not a save_pretrained dir (no config.json)",
-                          "pass model_dir=<train run>/reader")
+        raise ConfigError(field, f"{path} is not a save_pretrained dir (no config.json)", fix)
+    try:
+        config = json.loads((path / "config.json").read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, ValueError) as err:
+        raise ConfigError(field, f"{path}/config.json is not valid JSON ({err})",
+                          "re-save the reader with save_pretrained, or " + fix) from None
+    if not isinstance(config, dict) or "model_type" not in config:
+        raise ConfigError(field, f"{path}/config.json is not a transformers model config (no model_type)",
+                          "re-save the reader with save_pretrained, or " + fix)
+    architectures = config.get("architectures") or []
+    heads = _weight_names(path, allow_pickle, field)
+    if not any(a.endswith("ForQuestionAnswering") for a in architectures) or not any(
+            k.endswith("qa_outputs.weight") for k in heads):
+        raise ConfigError(field, f"{path} holds a {'/'.join(architectures) or config['model_type']} "
+                          "without a trained question-answering head (no qa_outputs weights); its answers "
+                          "would come from a randomly initialised head",
+                          f"train a reader from it first (`metaqa train model.pretrained={path}`), then {fix}")
     return path
+
+
+def _exported_from(onnx_dir: Path) -> str | None:
+    try:
+        return json.loads((onnx_dir / "export.json").read_text(encoding="utf-8")).get("source_model")
+    except (OSError, ValueError, AttributeError):
+        return None
+
+
+def _weight_names(path: Path, allow_pickle: bool, field: str) -> list[str]:
+    """The tensor names of a save_pretrained dir's weights, read from the safetensors headers (or the
+    shard index); pickle weights only with `allow_pickle`."""
+    index = path / "model.safetensors.index.json"
+    if index.exists():
+        return list(json.loads(index.read_text(encoding="utf-8")).get("weight_map", {}))
+    if (path / "model.safetensors").exists():
+        from safetensors import SafetensorError, safe_open
+
+        try:
+            with safe_open(str(path / "model.safetensors"), framework="pt") as f:
+                return list(f.keys())
+        except (OSError, SafetensorError) as err:
+            raise ConfigError(field, f"{path}/model.safetensors is unreadable ({err})",
+                              "re-save the reader with save_pretrained") from None
+    pickles = sorted(p for pattern in PICKLE_WEIGHTS for p in path.glob(pattern))
+    if not pickles:
+        raise ConfigError(field, f"{path} has no weights (no model.safetensors)",
+                          "pass a dir written by save_pretrained (metaqa train writes <run>/reader)")
+    if not allow_pickle:
+        raise ConfigError(field, f"{path} holds pickle weights ({pickles[0].name}) and no model.safetensors; "
+                          "loading a pickle can run any code it contains",
+                          "re-save the reader as safetensors (model.save_pretrained(dir)), or pass "
+                          "allow_pickle=true if you trust where the file came from")
+    import pickle
+
+    import torch
+
+    try:
+        state = torch.load(pickles[0], map_location="meta", weights_only=True, mmap=True)
+    except (pickle.UnpicklingError, RuntimeError, EOFError, ValueError) as err:
+        raise ConfigError(field, f"{pickles[0]} is not a plain state dict of tensors ({type(err).__name__})",
+                          "re-save the reader with save_pretrained (safetensors)") from None
+    return list(state) if isinstance(state, dict) else []
+
+
+PICKLE_WEIGHTS = ("pytorch_model*.bin", "*.pt", "*.pth", "*.ckpt")
+
+
+# Numeric fields by their leaf name, wherever they sit (trainer, datamodule, meta, …): a string
+# given on the command line (`trainer.max_steps=abc`) fails here, not deep inside a library.
+INT_FIELDS = frozenset({
+    "max_steps", "max_epochs", "min_steps", "epochs", "batch_size", "eval_batch_size", "max_seq_length",
+    "doc_stride", "seed", "k", "limit", "limit_train", "limit_val", "limit_eval", "limit_synthetic",
+    "limit_paragraphs", "warmup", "repeats", "n_best", "max_answer_length", "num_workers", "inner_steps",
+    "tasks_per_step", "n_support", "n_query", "accumulate_grad_batches", "log_every_n_steps",
+    "check_val_every_n_epoch", "batch_paragraphs", "ner_limit", "noun_chunk_limit",
+})
+FLOAT_FIELDS = frozenset({
+    "lr", "inner_lr", "weight_decay", "warmup_ratio", "gradient_clip_val", "null_threshold", "dev_fraction",
+    "heldout_theme_fraction", "max_f1_drop", "logits_atol", "val_check_interval",
+})
+
+
+def check_numbers(cfg: DictConfig, where: str = "") -> None:
+    """Every numeric field of a stage config (see INT_FIELDS, FLOAT_FIELDS) is a number or null."""
+    for key in cfg:
+        if not where and key == "hydra":
+            continue
+        try:
+            value = cfg[key]
+        except OmegaConfBaseException:  # a missing (???) or unresolvable value: the stage names it itself
+            continue
+        field = f"{where}{key}"
+        if isinstance(value, DictConfig):
+            check_numbers(value, f"{field}.")
+        elif value is None or key not in INT_FIELDS | FLOAT_FIELDS:
+            continue
+        elif isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise ConfigError(field, f"{value!r} is not a number", f"{field}=<a number>, e.g. {field}=10")
+        elif key in INT_FIELDS and not isinstance(value, int):
+            raise ConfigError(field, f"{value!r} is not a whole number", f"{field}={int(value)}")
 
 
 def check_input_file(cfg: DictConfig, key: str) -> Path:

@@ -29,6 +29,7 @@ sys.path.insert(0, str(ROOT))
 from metaqa.config import CONF_DIR, compose_stage  # noqa: E402
 from metaqa.evaluation.machine import machine_info  # noqa: E402
 from metaqa.stages import finetune, meta_train  # noqa: E402
+from metaqa.tracking.run import cached_run, run_cached  # noqa: E402
 from metaqa.tracking.tables import markdown_table  # noqa: E402
 
 DATA = ROOT.parent / "shared" / "data"
@@ -53,46 +54,38 @@ def meta_overrides(args, method: str, seed: int, steps: int) -> list[str]:
 
 def meta_train_one(args, method: str, seed: int, out_root: Path) -> Path:
     out = out_root / f"{method}_seed{seed}"
-    if (out / "reader" / "config.json").exists():  # rerunning the bench resumes where it stopped
+    cfg = stage_cfg("meta_train", out, meta_overrides(args, method, seed, args.steps))
+    if cached_run(out, cfg) is not None:  # rerunning the bench reuses runs of the same config
         return out / "reader"
     started = time.perf_counter()
-    metrics = meta_train.run(stage_cfg("meta_train", out, meta_overrides(args, method, seed, args.steps)))
+    metrics = run_cached("meta_train", meta_train.run, cfg)["metrics"]
     print(f"meta-train {method} seed {seed}: {args.steps} steps in {time.perf_counter() - started:.0f} s, "
           f"{metrics.get('train/examples_per_s', 0):.1f} windows/s", flush=True)
     return out / "reader"
 
 
 def adapt_one(args, reader: Path, domain: str, k: int, seed: int, out: Path) -> dict:
-    done = out / "metrics.json"
-    if done.exists():
-        return json.loads(done.read_text())
     subjqa = DATA / "subjqa" / domain
-    metrics = finetune.run(stage_cfg("finetune", out, [
+    return run_cached("finetune", finetune.run, stage_cfg("finetune", out, [
         f"model_dir={reader}", "data=subj_qa", f"data.domain={domain}", "logger=none",
         f"trainer={'gpu' if torch.cuda.is_available() else 'cpu'}", "trainer.enable_progress_bar=false",
         f"train_source={subjqa / 'train.csv'}", f"eval_source={subjqa / 'test.csv'}",
         f"k={k}", f"seed={seed}", f"epochs={args.epochs}",
         f"limit_eval={args.limit_eval or 'null'}",
         f"reader.max_seq_length={args.max_seq_length}", f"reader.doc_stride={args.doc_stride}",
-    ]))
-    done.write_text(json.dumps(metrics))
-    return metrics
+    ]))["metrics"]
 
 
 def step_cost(args, out_root: Path) -> dict[str, float]:
     """Windows/s of each algorithm on the same episodes (same seed), one after another."""
-    done = out_root / "step_cost.json"
-    if done.exists():
-        return json.loads(done.read_text())
     rates = {}
     for method in ("none", "fomaml", "reptile", "maml"):
         out = out_root / f"cost_{method}"
-        metrics = meta_train.run(stage_cfg("meta_train", out, [
+        metrics = run_cached("meta_train", meta_train.run, stage_cfg("meta_train", out, [
             *meta_overrides(args, method, 0, args.cost_steps), "logger=none", "callbacks=none",
-            "+callbacks.throughput._target_=metaqa.tracking.callbacks.Throughput"]))
+            "+callbacks.throughput._target_=metaqa.tracking.callbacks.Throughput"]))["metrics"]
         rates[method] = metrics["train/examples_per_s"]
         print(f"step cost {method}: {rates[method]:.1f} windows/s", flush=True)
-    done.write_text(json.dumps(rates))
     return rates
 
 

@@ -27,7 +27,6 @@ import json
 import shlex
 import statistics
 import sys
-import time
 from pathlib import Path
 
 import torch
@@ -38,6 +37,7 @@ sys.path.insert(0, str(ROOT))
 from metaqa.config import CONF_DIR, compose_stage  # noqa: E402
 from metaqa.evaluation.machine import machine_info  # noqa: E402
 from metaqa.stages import finetune, synth, train  # noqa: E402
+from metaqa.tracking.run import run_cached  # noqa: E402
 from metaqa.tracking.tables import markdown_table  # noqa: E402
 
 DATA = ROOT.parent / "shared" / "data"
@@ -49,16 +49,11 @@ def stage_cfg(name: str, out: Path, overrides: list[str]):
     return compose_stage(name, out, overrides, root_dir=ROOT)
 
 
-def cached(out: Path, fn) -> dict:
-    """Run `fn` once: its metrics (plus `bench_wall_s`) are kept in <out>/bench_metrics.json for reruns."""
-    done = out / "bench_metrics.json"
-    if done.exists():
-        return json.loads(done.read_text())
-    started = time.perf_counter()
-    metrics = {**fn(), "bench_wall_s": time.perf_counter() - started}
-    done.parent.mkdir(parents=True, exist_ok=True)
-    done.write_text(json.dumps(metrics, indent=2, default=float))
-    return metrics
+def cached(name: str, module, out: Path, overrides: list[str]) -> dict:
+    """Stage `name` into `out`, run once per config: its metrics (plus `bench_wall_s`) are reused
+    from <out>/summary.json while the config is the same (run_cached)."""
+    done = run_cached(name, module.run, stage_cfg(name, out, overrides))
+    return {**done["metrics"], "bench_wall_s": done["seconds"]}
 
 
 def round_robin_squad(work: Path) -> Path:
@@ -89,8 +84,8 @@ def part_a(args, work: Path, source: Path) -> list[dict]:
         runs = []
         for r in range(args.repeats):
             out = work / "a" / f"{'filtered' if reader else 'cloze'}_{r}"
-            runs.append(cached(out, lambda: synth.run(stage_cfg("synth", out, synth_overrides(
-                source, args.throughput_paragraphs, reader, 0, args.threads)))))
+            runs.append(cached("synth", synth, out, synth_overrides(
+                source, args.throughput_paragraphs, reader, 0, args.threads)))
         m = runs[0]
         rows.append({
             "generator": label, "paragraphs": m["paragraphs"], "questions": m["kept_question_filter"],
@@ -105,8 +100,7 @@ def part_a(args, work: Path, source: Path) -> list[dict]:
 # --------------------------------------------------------------------------- (b) synthetic only
 def part_b(args, work: Path, source: Path) -> list[dict]:
     out = work / "b" / "synth"
-    gen = cached(out, lambda: synth.run(stage_cfg("synth", out, synth_overrides(
-        source, args.synth_paragraphs, None, 0, args.threads))))
+    gen = cached("synth", synth, out, synth_overrides(source, args.synth_paragraphs, None, 0, args.threads))
     print(f"(b) synthetic data: {gen['rows']} questions from {gen['paragraphs']} paragraphs", flush=True)
     if gen["rows"] < max(args.sizes):
         print(f"warning: only {gen['rows']} synthetic questions for sizes {args.sizes}; raise --synth-paragraphs")
@@ -123,7 +117,7 @@ def part_b(args, work: Path, source: Path) -> list[dict]:
             f"datamodule.batch_size={args.batch_size}", f"datamodule.eval_batch_size={args.batch_size * 2}",
             f"module.optimizer.lr={args.lr}", f"seed={args.seed}",
         ]
-        m = cached(run_dir, lambda: train.run(stage_cfg("train", run_dir, overrides)))
+        m = cached("train", train, run_dir, overrides)
         rows.append({"n_synthetic": m["train_questions"], "epochs": args.epochs,
                      "dev_questions": args.limit_dev or 10570,
                      "dev_f1": round(m["val/f1"], 2), "dev_em": round(m["val/exact"], 2),
@@ -139,17 +133,17 @@ def part_c(args, work: Path) -> list[dict]:
     for domain in args.domains:
         subjqa = DATA / "subjqa" / domain
         gen_dir = work / "c" / domain / "synth"
-        gen = cached(gen_dir, lambda: synth.run(stage_cfg("synth", gen_dir, [
+        gen = cached("synth", synth, gen_dir, [
             *synth_overrides(subjqa / "train.csv", args.reviews, args.reader, 1, args.threads),
-            f"negatives.judge={args.negative_judge}"])))
+            f"negatives.judge={args.negative_judge}"])
         ft_dir = work / "c" / domain / "finetune"
-        m = cached(ft_dir, lambda: finetune.run(stage_cfg("finetune", ft_dir, [
+        m = cached("finetune", finetune, ft_dir, [
             f"model_dir={args.reader}", "data=subj_qa", f"data.domain={domain}", "logger=none",
             f"trainer={'gpu' if torch.cuda.is_available() else 'cpu'}", "trainer.enable_progress_bar=false",
             f"train_source={subjqa / 'test.csv'}", f"eval_source={subjqa / 'test.csv'}", "k=0",
             f"synthetic_source={gen_dir / 'synthetic.csv'}", f"epochs={args.ft_epochs}",
             f"limit_eval={args.limit_eval or 'null'}", f"seed={args.seed}",
-        ])))
+        ])
         rows.append({"domain": domain, "reviews": gen["paragraphs"], "synthetic": m["synthetic"],
                      "negatives": gen["negatives"], "test_questions": m["eval_questions"],
                      "f1_before": round(m["before/f1"], 2), "f1_after": round(m["after/f1"], 2),

@@ -141,7 +141,7 @@ def write_shards(splits: dict[str, list[QARecord]], manifest: list[dict], out_di
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
-    return replace_dir(tmp, out_dir)
+    return replace_dir(tmp, out_dir, stage="prep")
 
 
 def _check_written(split_dir: Path, records: Sequence[QARecord], final: Path) -> None:

@@ -31,7 +31,7 @@ from tqdm.auto import tqdm
 
 from metaqa.config import ConfigError
 from metaqa.data.records import QARecord
-from metaqa.fileio import replace_dir, write_json
+from metaqa.fileio import guard_output_dir, replace_dir, write_json
 from metaqa.retrieval.bm25 import BM25Index
 from metaqa.retrieval.dense import ONNX_FILE, DenseIndex, OnnxSentenceEncoder, SentenceEncoder, export_encoder
 from metaqa.retrieval.fusion import RRF_K, reciprocal_rank_fusion
@@ -43,6 +43,7 @@ INDEX_FILE = "index.json"
 PARAGRAPHS_FILE = "paragraphs.json"
 ENCODER_DIR = "encoder"  # the exported ONNX sentence encoder (dense / hybrid with backend onnx)
 FORMAT_VERSION = 1
+INDEX_STAGE = "index"  # what the output marker of an index dir names (built by pipeline and pipeline-eval)
 
 
 @dataclass(frozen=True)
@@ -206,8 +207,10 @@ class ThemeIndex:
         return cls(spec, paragraphs, corpora, encoder, fingerprint(paragraphs, spec))
 
     def save(self, directory: str | Path) -> Path:
-        """Write into a temp dir beside `directory`, then swap it in (never half an index)."""
+        """Write into a temp dir beside `directory`, then swap it in (never half an index); a
+        `directory` holding anything but a metaqa index is refused (`guard_output_dir`)."""
         final = Path(directory)
+        guard_output_dir(final, field="index_dir", stage=INDEX_STAGE)
         work = final.with_name(f"{final.name}.tmp-{os.getpid()}")
         if not (isinstance(self.encoder, OnnxSentenceEncoder) and self.encoder.onnx_dir == work / ENCODER_DIR):
             shutil.rmtree(work, ignore_errors=True)  # (build_or_load exports the encoder there first)
@@ -221,7 +224,7 @@ class ThemeIndex:
                 "format_version": FORMAT_VERSION, "retriever": self.spec, "fingerprint": self.fingerprint,
                 "themes": self.themes, "paragraphs": sum(len(p) for p in self.paragraphs.values()),
             })
-            replace_dir(work, final)
+            replace_dir(work, final, stage=INDEX_STAGE)
             if isinstance(self.encoder, OnnxSentenceEncoder):
                 self.encoder.onnx_dir = final / ENCODER_DIR  # the session is loaded; keep the path true
             return final
@@ -263,6 +266,7 @@ class ThemeIndex:
                 return index, False
             log.info("%s holds an index of other paragraphs or settings (%s != %s); rebuilding",
                      directory, saved, wanted)
+        guard_output_dir(directory, field="index_dir", stage=INDEX_STAGE)  # before the (long) build
         encoder = None
         dense = _part(spec, "dense")
         if dense is not None and dense.get("backend", "torch") == "onnx":

@@ -52,7 +52,7 @@ from metaqa.evaluation.latency import (
 from metaqa.evaluation.machine import machine_info
 from metaqa.evaluation.scoring import score, score_texts
 from metaqa.export.convert import build_variant, check_variant
-from metaqa.fileio import replace_dir, write_csv, write_json
+from metaqa.fileio import guard_output_dir, replace_dir, write_csv, write_json
 from metaqa.inference import OnnxPredictor, ReaderConfig, TorchPredictor
 from metaqa.tracking.plots import latency_plot
 from metaqa.tracking.run import instantiate_list, log_hyperparams, resolved_config, run_stage
@@ -131,7 +131,7 @@ def build_variants(model_dir: Path, specs: dict[str, dict], onnx_root: Path, cal
         log.info("building %s from %s", name, model_dir)
         try:
             built = build_variant(model_dir, spec, work, calibration.get(name), max_seq_length, doc_stride)
-            dirs[name] = replace_dir(built, final)
+            dirs[name] = replace_dir(built, final, stage="bench")
         finally:
             shutil.rmtree(work, ignore_errors=True)
     return dirs
@@ -279,7 +279,7 @@ def log_to_loggers(cfg: DictConfig, rows: list[dict], summary: dict, plot: Path)
 
 # --------------------------------------------------------------------------- stage
 def run(cfg: DictConfig) -> dict:
-    model_dir = check_reader_dir(cfg.model_dir)
+    model_dir = check_reader_dir(cfg.model_dir, cfg.get("allow_pickle", False))
     variants, threads = check_config(cfg)
     reader = ReaderConfig.from_cfg(cfg.reader)
     specs = {name: variant_spec(cfg, name) for name in variants}
@@ -295,6 +295,8 @@ def run(cfg: DictConfig) -> dict:
             calibration[name] = load_source(cal["source"], cal.get("format", "auto"))[: cal["limit"]]
 
     out = Path(cfg.paths.output_dir)
+    guard_output_dir(*(out / "onnx" / name for name in specs), field="hydra.run.dir", stage="bench",
+                     inputs=[model_dir, cfg.source], overwrite=cfg.get("overwrite", False))
     dirs = build_variants(model_dir, specs, out / "onnx", calibration, reader.max_seq_length, reader.doc_stride)
     sizes = {name: model_size_mb(d) for name, d in dirs.items()}
     sizes[PIPELINE] = sizes[TORCH] = model_size_mb(model_dir)

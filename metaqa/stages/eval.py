@@ -22,7 +22,7 @@ log = logging.getLogger(__name__)
 
 
 def run(cfg: DictConfig) -> dict:
-    model_dir = check_reader_dir(cfg.model_dir)
+    model_dir = check_reader_dir(cfg.model_dir, cfg.get("allow_pickle", False))
     reader = ReaderConfig.from_cfg(cfg.reader)
     if cfg.threads:
         torch.set_num_threads(cfg.threads)

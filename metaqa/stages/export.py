@@ -23,7 +23,7 @@ from metaqa.config import CONF_DIR, ConfigError, check_reader_dir
 from metaqa.data.shards import load_source
 from metaqa.export.convert import MANIFEST, ONNX_NAME, build_variant, check_variant
 from metaqa.export.parity import compare, enforce
-from metaqa.fileio import replace_dir, write_json
+from metaqa.fileio import guard_output_dir, replace_dir, write_json
 from metaqa.inference import OnnxPredictor, ReaderConfig, TorchPredictor
 from metaqa.tracking.run import run_stage
 
@@ -31,7 +31,7 @@ log = logging.getLogger(__name__)
 
 
 def run(cfg: DictConfig) -> dict:
-    model_dir = check_reader_dir(cfg.model_dir)
+    model_dir = check_reader_dir(cfg.model_dir, cfg.get("allow_pickle", False))
     reader = ReaderConfig.from_cfg(cfg.reader)
     spec = OmegaConf.to_container(cfg.export, resolve=True)
     check_variant(spec)
@@ -50,6 +50,8 @@ def run(cfg: DictConfig) -> dict:
         calibration = load_source(cal["source"], cal.get("format", "auto"))[: cal["limit"]]
 
     final = Path(cfg.export_dir)
+    guard_output_dir(final, field="export_dir", stage="export", overwrite=cfg.get("overwrite", False),
+                     inputs=[model_dir, parity["source"], (quant.get("calibration") or {}).get("source")])
     work = final.with_name(f"{final.name}.tmp-{os.getpid()}")
     shutil.rmtree(work, ignore_errors=True)
     out = Path(cfg.paths.output_dir)
@@ -72,7 +74,7 @@ def run(cfg: DictConfig) -> dict:
             "variant": spec, "source_model": str(model_dir.resolve()), "model_mb": model_mb,
             "reader": OmegaConf.to_container(cfg.reader, resolve=True), "parity": report.as_dict(),
         })
-        replace_dir(built, final)
+        replace_dir(built, final, stage="export")
     finally:
         shutil.rmtree(work, ignore_errors=True)
     serving, batched = report.serving, report.batched

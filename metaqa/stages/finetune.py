@@ -55,7 +55,7 @@ def evaluate(predictor: TorchPredictor, records, cfg: DictConfig) -> tuple[dict,
 
 
 def run(cfg: DictConfig) -> dict:
-    model_dir = check_reader_dir(cfg.model_dir)
+    model_dir = check_reader_dir(cfg.model_dir, cfg.get("allow_pickle", False))
     pl.seed_everything(cfg.seed, workers=True)
     out = Path(cfg.paths.output_dir)
     predictor = TorchPredictor.from_dir(model_dir, ReaderConfig.from_cfg(cfg.reader))

@@ -14,7 +14,7 @@ from metaqa.data.shards import (
     split_records,
     write_shards,
 )
-from metaqa.fileio import write_json
+from metaqa.fileio import guard_output_dir, write_json
 from metaqa.tracking.run import run_stage
 from metaqa.tracking.tables import markdown_table
 
@@ -24,6 +24,7 @@ log = logging.getLogger(__name__)
 def run(cfg: DictConfig) -> dict:
     data = cfg.data
     path = check_input_file(cfg, "data.path")
+    guard_output_dir(data.prep_dir, field="data.prep_dir", stage="prep", inputs=[path], overwrite=cfg.overwrite)
     # warnings and repairs go to the log and summary.json (metaqa.data.readlog); an empty file stops here
     result = read_records(path, data.format, data.get("duplicate_ids", "rename"))
     records = result.records

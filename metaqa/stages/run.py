@@ -2,8 +2,9 @@
 bench → report), each with its own base config plus the step's overrides, artifacts by path.
 
 A step writes into `<run dir>/<step name>/` and records `summary.json` there. Rerunning the chain
-into the same dir (`hydra.run.dir=<run dir>`) skips the steps whose summary says ok and runs the
-rest, so a chain stopped by a crash resumes where it stopped. The config groups picked for the
+into the same dir (`hydra.run.dir=<run dir>`) skips the steps whose summary says ok for the same
+resolved config and runs the rest, so a chain stopped by a crash resumes where it stopped, and a
+step whose overrides (or inputs' paths) changed runs again. The config groups picked for the
 chain (data, model, meta) are passed on to every step whose base config has that group.
 """
 from __future__ import annotations
@@ -20,7 +21,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from metaqa.cli import STAGES
 from metaqa.config import CONF_DIR, ConfigError
-from metaqa.tracking.run import SUMMARY, run_stage
+from metaqa.tracking.run import SUMMARY, finished_summary, run_stage
 
 log = logging.getLogger(__name__)
 
@@ -54,14 +55,15 @@ def run(cfg: DictConfig) -> dict:
             raise ConfigError(f"steps.{name}.stage", f"unknown stage '{step.stage}'",
                               f"use one of {', '.join(STAGES)}")
         step_out = out / name
-        if step_done(step_out):
-            log.info("%d/%d %s: done before, skipped", i, len(steps), name)
-            results[name] = json.loads((step_out / SUMMARY).read_text()).get("metrics", {})
-            continue
         groups = stage_groups(step.stage)
         passed = [f"{g}={choices[g]}" for g in cfg.forward_groups if g in groups and choices.get(g)]
         step_cfg = compose(config_name=step.stage, overrides=[
             f"paths.output_dir={step_out}", *passed, *step.get("overrides", [])])
+        done = finished_summary(step_out, step.stage, step_cfg)
+        if done is not None:
+            log.info("%d/%d %s: done before with the same config, skipped", i, len(steps), name)
+            results[name] = done.get("metrics", {})
+            continue
         log.info("%d/%d %s (metaqa %s %s)", i, len(steps), name, step.stage, " ".join(step.get("overrides", [])))
         module = importlib.import_module(STAGES[step.stage][0])
         run_stage(step.stage, module.run, step_cfg)

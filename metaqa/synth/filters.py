@@ -21,7 +21,7 @@ from typing import Sequence
 
 import numpy as np
 
-from metaqa.config import ConfigError
+from metaqa.config import ConfigError, check_reader_dir
 from metaqa.data.records import QARecord
 from metaqa.evaluation.postprocess import SpanPrediction
 from metaqa.inference import DecodeConfig, ReaderConfig, load_predictor
@@ -39,13 +39,11 @@ class QAReader:
                  doc_stride: int = 128, threads: int | None = None) -> None:
         path = Path(model_dir).expanduser()
         if not path.is_dir():
-            raise ConfigError("reader", f"{path} is not a directory",
-                              "pass reader=<train run>/reader (save_pretrained) or reader=<export run>/onnx, "
-                              "or reader=null to skip the roundtrip filter")
-        if not any(path.glob("*.onnx")) and not (path / "config.json").is_file():
-            raise ConfigError("reader", f"{path} holds neither model.onnx nor config.json",
-                              "pass a save_pretrained reader dir (<train run>/reader) or an ONNX dir "
-                              "(<export run>/onnx)")
+            raise ConfigError("reader_dir", f"{path} is not a directory",
+                              "pass reader_dir=<train run>/reader (save_pretrained) or reader_dir=<export run>/onnx, "
+                              "or reader_dir=null to skip the roundtrip filter")
+        if not any(path.glob("*.onnx")):
+            check_reader_dir(path, field="reader_dir")  # a trained QA head, safetensors weights
         if threads:
             import torch
 

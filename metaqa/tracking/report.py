@@ -9,7 +9,8 @@ unknown keys are just more columns. Beside its summary a run may hold, and the r
 - latency samples: `latencies.json`, {system@threads: [ms, ...]} (bench);
 - one F1/latency point per system: `bench.json` "rows" (bench), else the run's own metrics.
 Job dirs of a sweep (a `.hydra/` dir) without a summary.json are listed as `missing`: killed,
-or still running. W&B run dirs and hidden dirs are never searched.
+or still running. W&B run dirs and hidden dirs are never searched. A `metaqa run` / `demo`
+chain dir is not a run of its own (its steps are), nor is the dir of the job running the report.
 """
 from __future__ import annotations
 
@@ -24,6 +25,7 @@ from omegaconf import OmegaConf
 from metaqa.config import CONF_DIR
 from metaqa.tracking.run import SUMMARY, flatten
 
+CHAIN_STAGES = ("run", "demo")  # a chain's summary repeats the metrics of its steps (runs below it)
 PER_THEME_FILES = ("per_theme.json", "metrics.json", "val_per_theme.json")  # first found wins
 F1_KEYS = ("f1", "val/f1", "after/f1", "eval/f1")        # then any key ending in /f1
 LATENCY_KEYS = ("latency_p50_ms", "p50_ms", "best_p50_ms", "latency_ms_p50", "latency_ms_mean",
@@ -64,18 +66,28 @@ def collect_runs(root: str | Path, exclude: Sequence[str | Path] = ()) -> list[R
     under `exclude` are left out."""
     root = Path(root).resolve()
     excluded = [Path(p).resolve() for p in exclude]
+    running = running_dir()
 
     def wanted(d: Path) -> bool:
-        return _searchable(d, root) and not any(d == e or e in d.parents for e in excluded)
+        return _searchable(d, root) and d != running and not any(d == e or e in d.parents for e in excluded)
 
     run_dirs = {p.parent for p in root.rglob(SUMMARY) if wanted(p.parent)}
     job_dirs = {p.parent for p in root.rglob(".hydra") if p.is_dir() and wanted(p.parent)}
     runs = []
     for d in sorted(run_dirs | job_dirs, key=natural_key):
         run = read_run(d, root, run_dirs)
-        if run.stage != "report":
+        chain = run.stage in CHAIN_STAGES and run.status == "ok" and any(d in r.parents for r in run_dirs)
+        if run.stage != "report" and not chain:  # an ok chain's steps are its runs
             runs.append(run)
     return runs
+
+
+def running_dir() -> Path | None:
+    """The dir of the Hydra job running now (the chain whose report step this is): not a run of
+    its own, and its summary.json, if any, is from an earlier attempt."""
+    from hydra.core.hydra_config import HydraConfig
+
+    return Path(str(HydraConfig.get().runtime.output_dir)).resolve() if HydraConfig.initialized() else None
 
 
 def read_run(path: Path, root: Path, run_dirs: set[Path] = frozenset()) -> Run:

@@ -3,21 +3,27 @@ the outcome in W&B when a wandb logger is configured, W&B always finished, the s
 `optimized_metric` returned (lightning-hydra-template's task_wrapper).
 
 In a multirun a failing job is recorded and the sweep goes on, and a job that already finished
-is skipped, so rerunning a sweep into the same `hydra.sweep.dir` resumes it (see `run_stage`)."""
+is skipped, so rerunning a sweep into the same `hydra.sweep.dir` resumes it (see `run_stage`).
+"The same" means the same resolved config: every summary.json holds a hash of it (`config_hash`)
+and the metaqa version, and a job whose config changed runs again."""
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import math
 import time
 import traceback
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import hydra
 from omegaconf import DictConfig, OmegaConf
+from omegaconf.errors import OmegaConfBaseException
 
-from metaqa.config import check_selection_split
+from metaqa import __version__
+from metaqa.config import check_numbers, check_selection_split
 from metaqa.data import readlog
 from metaqa.fileio import write_json
 
@@ -25,6 +31,10 @@ log = logging.getLogger(__name__)
 SUMMARY = "summary.json"
 WANDB_FILES = ("*.json", "*.csv", "*.png", "*.md")  # small result files at the top of a run dir
 WANDB_FILE_LIMIT = 20 * 2**20
+# Keys that steer the bookkeeping, not what a run computes: left out of the config hash.
+RUN_CONTROL_KEYS = ("skip_done", "fail_fast", "overwrite", "optimized_metric")
+# Job dirs of this process's sweep that failed, for the exit status of `metaqa <stage> -m`.
+FAILED_JOBS: list[str] = []
 
 
 def finish_wandb(exit_code: int = 0) -> None:
@@ -52,15 +62,18 @@ def run_stage(stage: str, run: Callable[[DictConfig], dict], cfg: DictConfig) ->
     job = job_info()
     check_selection_split(stage, cfg, job["multirun"])  # before any work, and fatal even in a sweep
     if cfg.get("skip_done", job["multirun"]):
-        done = finished_summary(out, stage, job["overrides"])
+        done = finished_summary(out, stage, cfg)
         if done is not None:
-            log.info("%s: done before (%s says ok), skipped; +skip_done=false reruns it", out, SUMMARY)
+            log.info("%s: done before with the same config (%s says ok), skipped; +skip_done=false reruns it",
+                     out, SUMMARY)
             return objective(cfg, done.get("metrics") or {})
     started = time.time()
-    summary: dict[str, Any] = {"stage": stage, "output_dir": str(out)}
+    summary: dict[str, Any] = {"stage": stage, "output_dir": str(out), "metaqa_version": __version__,
+                               "config_hash": config_hash(cfg)}
     metrics = None
     readlog.drain()  # notes from before this job (an earlier job of the sweep) are not its own
     try:
+        check_numbers(cfg)
         metrics = run(cfg) or {}
         summary.update(status="ok", metrics=metrics)
     except Exception as err:
@@ -68,6 +81,8 @@ def run_stage(stage: str, run: Callable[[DictConfig], dict], cfg: DictConfig) ->
                        traceback=traceback.format_exc())
         if not job["multirun"] or cfg.get("fail_fast", False):
             raise
+        if is_sweep_job(out):
+            FAILED_JOBS.append(str(out))
         log.error("%s failed: %s (recorded in %s; the sweep goes on)", stage, summary["error"], out / SUMMARY)
     except BaseException as err:  # Ctrl-C, SIGTERM (Lightning's SIGTERMException), exit: stop the sweep too
         summary.update(status="interrupted", error=f"{type(err).__name__}: {err}".rstrip(": "))
@@ -104,14 +119,68 @@ def objective(cfg: DictConfig, metrics: dict) -> float | list[float] | None:
     return values[0] if isinstance(names, str) else values
 
 
-def finished_summary(out: Path, stage: str, overrides: list[str]) -> dict | None:
-    """The summary of a job that already finished in `out` with the same overrides, else None."""
+def finished_summary(out: str | Path, stage: str | None, cfg: DictConfig) -> dict | None:
+    """The summary of a run that finished ok in `out` with this config (same config hash, same
+    metaqa version, same stage when given), else None; says why a finished run does not count."""
+    out = Path(out)
     try:
         done = json.loads((out / SUMMARY).read_text())
     except (OSError, ValueError):
         return None
-    same = done.get("status") == "ok" and done.get("stage") == stage and done.get("overrides") == overrides
-    return done if same else None
+    if done.get("status") != "ok" or (stage is not None and done.get("stage") != stage):
+        return None
+    wanted = config_hash(cfg)
+    if done.get("config_hash") != wanted or wanted is None:
+        log.info("%s: finished before, but with another config (hash %s, now %s): running it again",
+                 out, done.get("config_hash") or "not recorded", wanted)
+        return None
+    if done.get("metaqa_version") != __version__:
+        log.info("%s: finished before with metaqa %s (now %s): running it again",
+                 out, done.get("metaqa_version"), __version__)
+        return None
+    return done
+
+
+def cached_run(out: str | Path, cfg: DictConfig) -> dict | None:
+    """For scripts that reuse runs: the summary of `out` when a run of this very config finished
+    there (`finished_summary`), else None. Write summaries with `run_stage` (or use `run_cached`)."""
+    return finished_summary(out, None, cfg)
+
+
+def run_cached(stage: str, run: Callable[[DictConfig], dict], cfg: DictConfig) -> dict:
+    """For scripts: the summary of `cfg`'s run, reused when its output dir holds a finished run of
+    this very config (`cached_run`), else run now (`run_stage` records it)."""
+    out = Path(cfg.paths.output_dir)
+    done = cached_run(out, cfg)
+    if done is None:
+        run_stage(stage, run, cfg)
+        done = json.loads((out / SUMMARY).read_text())
+    return done
+
+
+def config_hash(cfg: DictConfig) -> str | None:
+    """A short hash of the resolved config: Hydra's node, the bookkeeping keys (RUN_CONTROL_KEYS)
+    and the output dir's own path left out, so a moved run dir keeps its hash. None when the
+    config does not resolve (the stage itself then reports the missing value)."""
+    try:
+        resolved = resolved_config(cfg)
+    except (OmegaConfBaseException, ValueError):  # a missing value, an unset ${hydra:} field
+        return None
+    paths = resolved.get("paths")
+    out = str(paths.pop("output_dir", "")) if isinstance(paths, dict) else ""
+    for key in RUN_CONTROL_KEYS:
+        resolved.pop(key, None)
+    text = json.dumps(resolved, sort_keys=True, default=str)
+    if out:
+        text = text.replace(out, "<output_dir>")
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()[:16]
+
+
+def is_sweep_job(out: Path) -> bool:
+    """`out` is a job of a multirun itself (not a step a chain runs inside one)."""
+    from hydra.core.hydra_config import HydraConfig
+
+    return HydraConfig.initialized() and Path(str(HydraConfig.get().runtime.output_dir)) == out
 
 
 def job_info() -> dict[str, Any]:

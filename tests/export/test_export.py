@@ -11,6 +11,7 @@ from onnx import numpy_helper
 from metaqa.config import ConfigError
 from metaqa.export import convert
 from metaqa.export.parity import ParityError, compare, enforce
+from metaqa.fileio import MARKER, write_json
 from metaqa.inference import OnnxPredictor, TorchPredictor
 from metaqa.stages import export as export_stage
 from metaqa.tracking.run import run_stage
@@ -85,13 +86,14 @@ def test_gate_refuses_a_corrupted_graph_and_writes_nothing(stage_cfg, reader, se
     previous = tmp_path / "export" / "onnx"
     previous.mkdir(parents=True)
     (previous / "keep.txt").write_text("an earlier good export")
+    write_json(previous / MARKER, {"stage": "export"})  # as metaqa export marks its output
     cfg = export_cfg(stage_cfg, reader, self_gold)
     with pytest.raises(ParityError, match=r"serving: F1 moved -[\d.]+ points .* more than export.max_f1_drop=1 either way") as err:
         run_stage("export", export_stage.run, cfg)
     assert "export.logits_atol=0.0001" in str(err.value)
     assert err.value.report.serving.f1_diff < -1.0 and err.value.report.batched.f1_diff < -1.0
     assert sorted(p.name for p in previous.parent.iterdir()) == ["onnx", "parity.json", "summary.json"]
-    assert [p.name for p in previous.iterdir()] == ["keep.txt"]  # the earlier export is untouched
+    assert sorted(p.name for p in previous.iterdir()) == [MARKER, "keep.txt"]  # the earlier export is untouched
     parity = json.loads((tmp_path / "export" / "parity.json").read_text())
     assert parity["ok"] is False and parity["serving"]["f1_diff"] == pytest.approx(err.value.report.serving.f1_diff)
     summary = json.loads((tmp_path / "export" / "summary.json").read_text())

@@ -22,11 +22,11 @@ def prepared(stage_cfg, tmp_path):
     return tmp_path / "data"
 
 
-def metaqa(*args, cwd):
+def metaqa(*args, cwd, returncode=0):
     env = {**os.environ, "WANDB_MODE": "offline", "WANDB_SILENT": "true"}
     out = subprocess.run([sys.executable, "-m", "metaqa.cli", *args], cwd=cwd, env=env, stdin=subprocess.DEVNULL,
                          capture_output=True, text=True, timeout=300)
-    assert out.returncode == 0, out.stderr[-3000:]
+    assert out.returncode == returncode, out.stderr[-3000:]
     return out
 
 
@@ -44,7 +44,9 @@ def test_grid_sweep_keeps_going_reports_failures_and_resumes(prepared, stage_cfg
     grid = ["-m", "train", *TINY, f"data.prep_dir={prepared}", "logger=wandb", "callbacks=latency",
             "module.optimizer.lr=1e-4,1e-3", f"datamodule.train_source={prepared / 'train'},{later}",
             f"hydra.sweep.dir={sweep}"]
-    metaqa(*grid[1:2], *grid[:1], *grid[2:], cwd=tmp_path)  # metaqa train -m ...
+    done = metaqa(*grid[1:2], *grid[:1], *grid[2:], cwd=tmp_path, returncode=1)  # metaqa train -m ...
+    assert done.stderr.splitlines()[-1].endswith(f"failed (error and traceback in each summary.json; rerunning "
+                                                 f"the same command reruns only them): {sweep / '1'}, {sweep / '3'}")
     runs = summaries(sweep)
     assert {k: s["status"] for k, s in runs.items()} == {"0": "ok", "1": "failed", "2": "ok", "3": "failed"}
     assert f"{later} does not exist" in runs["1"]["error"] and "Traceback" in runs["1"]["traceback"]

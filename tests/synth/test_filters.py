@@ -69,7 +69,7 @@ def test_roundtrip_on_gold_spans_keeps_what_the_reader_itself_answers(reader_dir
 def test_reader_config_errors(tmp_path):
     with pytest.raises(ConfigError, match="reader"):
         QAReader(tmp_path / "missing")
-    with pytest.raises(ConfigError, match="neither model.onnx nor config.json"):
+    with pytest.raises(ConfigError, match=r"config `reader_dir`: .* \(no config.json\)"):
         QAReader(tmp_path)
     with pytest.raises(ConfigError, match="roundtrip.score"):
         RoundtripFilter(None, 0.0, "probability")
