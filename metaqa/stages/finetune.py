@@ -23,6 +23,7 @@ from metaqa.data.records import QARecord
 from metaqa.data.shards import load_source
 from metaqa.fileio import write_json
 from metaqa.models.inference import DecodeConfig, predict_records, score
+from metaqa.stages.train import resolve_ckpt
 from metaqa.tracking.callbacks import save_reader
 from metaqa.tracking.run import instantiate_list, log_hyperparams, run_stage
 from metaqa.tracking.tables import markdown_table
@@ -57,6 +58,7 @@ def evaluate(net, tokenizer, records, cfg: DictConfig) -> tuple[dict, dict]:
 
 def run(cfg: DictConfig) -> dict:
     model_dir = check_reader_dir(cfg.model_dir)
+    resolve_ckpt(cfg)  # a missing checkpoint stops before the "before" scores
     check_windows(cfg.max_seq_length, cfg.doc_stride, "finetune")
     pl.seed_everything(cfg.seed, workers=True)
     out = Path(cfg.paths.output_dir)
@@ -103,9 +105,9 @@ def fit(net, tokenizer, records: list[QARecord], cfg: DictConfig, out: Path):
     module = hydra.utils.instantiate(cfg.module, net=net, _convert_="all")
     loggers = instantiate_list(cfg.get("logger"))
     trainer: pl.Trainer = hydra.utils.instantiate(cfg.trainer, logger=loggers or False, max_steps=steps,
-                                                  callbacks=[])
+                                                  callbacks=instantiate_list(cfg.get("callbacks")))
     log_hyperparams(loggers, cfg)
-    trainer.fit(module, datamodule=datamodule)
+    trainer.fit(module, datamodule=datamodule, ckpt_path=resolve_ckpt(cfg))
     return module.net.eval()
 
 
