@@ -5,6 +5,7 @@ import os
 from pathlib import Path
 
 import pytest
+import pytorch_lightning as pl
 from hydra import initialize_config_dir
 from hydra.core.global_hydra import GlobalHydra
 from omegaconf import DictConfig
@@ -49,3 +50,21 @@ def stage_cfg(hydra_ctx, tmp_path):
         return compose_stage(stage, out or tmp_path / stage, overrides, root_dir=tmp_path)
 
     return make
+
+
+class CrashAtStep(pl.Callback):
+    """Simulates a crashed job: raises when the run reaches `step` (after that step's checkpoint)."""
+
+    def __init__(self, step: int) -> None:
+        self.step = step
+
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
+        if trainer.global_step == self.step:
+            raise RuntimeError(f"simulated crash at step {self.step}")
+
+
+@pytest.fixture
+def crash_at():
+    """Overrides that add a CrashAtStep callback to a stage config: `[*crash_at(4)]`."""
+    return lambda step: [f"+callbacks.crash._target_={CrashAtStep.__module__}.CrashAtStep",
+                         f"+callbacks.crash.step={step}"]

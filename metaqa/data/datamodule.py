@@ -3,16 +3,72 @@ from __future__ import annotations
 
 import logging
 
+import numpy as np
 import pytorch_lightning as pl
 import torch
-from torch.utils.data import DataLoader
-from transformers.trainer_pt_utils import LengthGroupedSampler
+from torch.utils.data import DataLoader, Sampler
+from transformers.trainer_pt_utils import get_length_grouped_indices
 
 from metaqa.data.features import FeatureDataset, Features, featurize
 from metaqa.data.records import QARecord
 from metaqa.data.shards import load_source
 
 log = logging.getLogger(__name__)
+
+
+class EpochSampler(Sampler[int]):
+    """Training order as a pure function of (seed, epoch), so a resumed run sees the epoch it was
+    killed in again: random mega-batches sorted by length (HF Trainer's group_by_length), or a plain
+    permutation. Lightning calls `set_epoch` before each epoch (through its DDP wrapper too)."""
+
+    def __init__(self, lengths: list[int], batch_size: int, seed: int, group_by_length: bool = True) -> None:
+        self.lengths, self.batch_size, self.seed = lengths, batch_size, seed
+        self.group_by_length = group_by_length
+        self.epoch = 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def __len__(self) -> int:
+        return len(self.lengths)
+
+    def __iter__(self):
+        seed = int(np.random.SeedSequence([self.seed, self.epoch]).generate_state(1)[0])
+        generator = torch.Generator().manual_seed(seed)
+        if self.group_by_length:
+            yield from get_length_grouped_indices(self.lengths, self.batch_size, generator=generator)
+        else:
+            yield from torch.randperm(len(self.lengths), generator=generator).tolist()
+
+
+class ResumableLoader(DataLoader):
+    """A DataLoader that Lightning resumes mid-epoch (its `_Stateful` protocol): the checkpoint holds
+    the epoch and how many of its batches were consumed; after `load_state_dict` the next pass
+    replays that epoch's order and skips them. Without it Lightning restarts the epoch's data
+    from the first batch (and warns "your dataloader is not resumable"). Batches are counted
+    where they are consumed, so worker prefetching does not shift the count."""
+
+    def __init__(self, *args, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self._epoch, self._consumed, self._resume_at = 0, 0, None
+
+    def state_dict(self) -> dict[str, int]:
+        return {"epoch": self._epoch, "batches": self._consumed}
+
+    def load_state_dict(self, state: dict[str, int]) -> None:
+        self._resume_at = state
+
+    def __iter__(self):
+        self._epoch = getattr(self.sampler, "epoch", 0)  # read lazily: Lightning sets it after iter()
+        resume, self._resume_at = self._resume_at, None
+        skip = resume["batches"] if resume and resume["epoch"] == self._epoch else 0
+        batches = super().__iter__()
+        for _ in range(skip):
+            next(batches)
+        self._consumed = skip
+        for batch in batches:
+            self._consumed += 1
+            yield batch
 
 
 class QADataModule(pl.LightningDataModule):
@@ -56,21 +112,21 @@ class QADataModule(pl.LightningDataModule):
         if self.val_features is None and self.val_source:
             self.val_records, self.val_features = self._load(self.val_source, self.limit_val, False)
 
-    def _loader(self, features: Features, batch_size: int, sampler) -> DataLoader:
+    def _loader(self, features: Features, batch_size: int, sampler, loader=DataLoader) -> DataLoader:
         dataset = FeatureDataset(features, self.tokenizer.pad_token_id)
-        return DataLoader(dataset, batch_size=batch_size, sampler=sampler, collate_fn=dataset.collate,
-                          num_workers=self.num_workers, persistent_workers=self.num_workers > 0)
+        # its own generator: a new iterator draws its base seed from it, not from the global RNG,
+        # whose state (dropout masks) a resumed run restores
+        return loader(dataset, batch_size=batch_size, sampler=sampler, collate_fn=dataset.collate,
+                      num_workers=self.num_workers, persistent_workers=self.num_workers > 0,
+                      generator=torch.Generator().manual_seed(self.seed))
 
     def train_dataloader(self) -> DataLoader:
         # Batches are padded to their longest window: drawing windows of similar length together
-        # (random mega-batches sorted by length, as HF Trainer's group_by_length) halves the
-        # padding on SQuAD-like data, and CPU time is proportional to padded tokens.
+        # (group_by_length) halves the padding on SQuAD-like data, and CPU time is proportional
+        # to padded tokens.
         lengths = [len(ids) for ids in self.train_features.encodings["input_ids"]]
-        generator = torch.Generator().manual_seed(self.seed)
-        sampler = (LengthGroupedSampler(self.batch_size, lengths=lengths, generator=generator)
-                   if self.group_by_length
-                   else torch.utils.data.RandomSampler(lengths, generator=generator))
-        return self._loader(self.train_features, self.batch_size, sampler)
+        sampler = EpochSampler(lengths, self.batch_size, self.seed, self.group_by_length)
+        return self._loader(self.train_features, self.batch_size, sampler, ResumableLoader)
 
     def val_dataloader(self) -> DataLoader:
         if self.val_features is None:

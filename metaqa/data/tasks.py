@@ -93,7 +93,8 @@ class TaskPool:
 
 
 class EpisodeStream(torch.utils.data.IterableDataset):
-    """Episodes `start, start + 1, …` of a pool; the trainer stops at max_steps."""
+    """Episodes `start, start + 1, …, stop - 1` of a pool: one epoch of `stop` episodes, of which a
+    resumed run (start = its restored step) yields the rest; the trainer stops at max_steps."""
 
     def __init__(self, pool: TaskPool, start: int, stop: int) -> None:
         self.pool, self.start, self.stop = pool, start, stop
@@ -103,7 +104,10 @@ class EpisodeStream(torch.utils.data.IterableDataset):
             yield self.pool.episode(step)
 
     def __len__(self) -> int:
-        return self.stop - self.start
+        # the whole epoch: Lightning counts the restored batches of a resumed epoch as consumed, and
+        # with the remainder as the length it would start a second pass over episodes start, … at
+        # step `stop - start`
+        return self.stop
 
 
 class MetaDataModule(QADataModule):

@@ -23,6 +23,7 @@ from metaqa.data.shards import load_source
 from metaqa.evaluation.scoring import score
 from metaqa.fileio import write_json
 from metaqa.inference import ReaderConfig, TorchPredictor
+from metaqa.stages.train import resolve_ckpt
 from metaqa.tracking.callbacks import save_reader
 from metaqa.tracking.run import instantiate_list, log_hyperparams, run_stage
 from metaqa.tracking.tables import markdown_table
@@ -56,6 +57,7 @@ def evaluate(predictor: TorchPredictor, records, cfg: DictConfig) -> tuple[dict,
 
 def run(cfg: DictConfig) -> dict:
     model_dir = check_reader_dir(cfg.model_dir, cfg.get("allow_pickle", False))
+    resolve_ckpt(cfg)  # a missing checkpoint stops before the "before" scores
     pl.seed_everything(cfg.seed, workers=True)
     out = Path(cfg.paths.output_dir)
     predictor = TorchPredictor.from_dir(model_dir, ReaderConfig.from_cfg(cfg.reader))
@@ -101,9 +103,9 @@ def fit(net, tokenizer, records: list[QARecord], cfg: DictConfig, out: Path):
     module = hydra.utils.instantiate(cfg.module, net=net, _convert_="all")
     loggers = instantiate_list(cfg.get("logger"))
     trainer: pl.Trainer = hydra.utils.instantiate(cfg.trainer, logger=loggers or False, max_steps=steps,
-                                                  callbacks=[])
+                                                  callbacks=instantiate_list(cfg.get("callbacks")))
     log_hyperparams(loggers, cfg)
-    trainer.fit(module, datamodule=datamodule)
+    trainer.fit(module, datamodule=datamodule, ckpt_path=resolve_ckpt(cfg))
     return module.net.eval()
 
 

@@ -2,7 +2,6 @@
 import json
 
 import pytest
-import pytorch_lightning as pl
 import torch
 from safetensors.torch import load_file
 
@@ -13,17 +12,6 @@ from metaqa.stages import meta_train, prep
 FAST_META = ["model=tiny", "meta.n_support=2", "meta.n_query=2", "meta.tasks_per_step=2",
              "reader.max_seq_length=128", "reader.doc_stride=32", "datamodule.limit_val=8",
              "trainer.log_every_n_steps=1", "logger=csv"]
-
-
-class CrashAtStep(pl.Callback):
-    """Simulates a killed job: raises when the run reaches `step` (after its checkpoint)."""
-
-    def __init__(self, step: int) -> None:
-        self.step = step
-
-    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
-        if trainer.global_step == self.step:
-            raise RuntimeError(f"simulated crash at step {self.step}")
 
 
 @pytest.fixture
@@ -64,15 +52,14 @@ def test_ddp_sim_ranks_stay_identical_and_match_one_process(prep_dir, stage_cfg,
 
 
 @pytest.mark.parametrize("meta", ["fomaml", "reptile"])
-def test_killed_run_resumes_to_the_same_parameters(prep_dir, stage_cfg, tmp_path, meta):
+def test_killed_run_resumes_to_the_same_parameters(prep_dir, stage_cfg, tmp_path, meta, crash_at):
     common = [f"data.prep_dir={prep_dir}", *FAST_META, f"meta={meta}", "trainer.max_steps=6",
               "callbacks.periodic_checkpoint.every_n_train_steps=3"]
     meta_train.run(stage_cfg("meta_train", common, out=tmp_path / "straight"))
 
     crashed = tmp_path / "crashed"
-    crash = [f"+callbacks.crash._target_={CrashAtStep.__module__}.CrashAtStep", "+callbacks.crash.step=4"]
     with pytest.raises(RuntimeError, match="simulated crash"):
-        meta_train.run(stage_cfg("meta_train", [*common, *crash], out=crashed))
+        meta_train.run(stage_cfg("meta_train", [*common, *crash_at(4)], out=crashed))
     assert not (crashed / "reader").exists()  # nothing final was written by the crashed run
     resumed = meta_train.run(stage_cfg("meta_train", [*common, "ckpt_path=last"], out=crashed))
     assert resumed["global_step"] == 6
