@@ -65,12 +65,12 @@ def breakdown(onnx_dir: Path, records) -> dict[str, float]:
     """Median ms per question of each step of OnnxPredictor.answer, 1 thread."""
     predictor = OnnxPredictor(onnx_dir, threads=1)
     feats = [predictor.featurize([r]) for r in records]
-    batches = [predictor._batch(f, np.arange(len(f))) for f in feats]
-    logits = [predictor.session.run(predictor.outputs, b) for b in batches]
+    batches = [predictor.pad(f, np.arange(len(f))) for f in feats]
+    logits = [predictor.run(b) for b in batches]
     return {
         "tokenise_ms": median_ms(lambda r: predictor.featurize([r]), records),
-        "pad_to_arrays_ms": median_ms(lambda f: predictor._batch(f, np.arange(len(f))), feats),
-        "onnxruntime_ms": median_ms(lambda b: predictor.session.run(predictor.outputs, b), batches),
+        "pad_to_arrays_ms": median_ms(lambda f: predictor.pad(f, np.arange(len(f))), feats),
+        "onnxruntime_ms": median_ms(predictor.run, batches),
         "postprocess_ms": median_ms(lambda i: predictor.decode([records[i]], feats[i], *logits[i]),
                                     list(range(len(records)))),
         "end_to_end_ms": median_ms(lambda r: predictor.answer(r.question, r.context), records),

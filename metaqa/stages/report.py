@@ -54,8 +54,10 @@ def run(cfg: DictConfig) -> dict:
     points = f1_latency_points(runs, f1_key, latency_key)
     if points:
         plots["F1 vs latency"] = pareto_plot(
-            points, out / "f1_vs_latency.png", xlabel=f"{latency_key or 'p50_ms'} (ms, lower is better)",
-            ylabel=f1_key or "f1", title=f"F1 vs latency, {sum(p['pareto'] for p in points)} of {len(points)} on the Pareto front")
+            points, out / "f1_vs_latency.png",
+            xlabel="p50 ms per question (bench rows)" if all(p.get("bench") for p in points)
+            else f"{latency_key or 'p50_ms'} (ms, lower is better)",
+            ylabel="F1 of the timed answers (bench rows)" if all(p.get("bench") for p in points) else f1_key or "f1", title=f"F1 vs latency, {sum(p['pareto'] for p in points)} of {len(points)} on the Pareto front")
     else:
         notes.append("F1 vs latency: no run has both an F1 and a latency metric "
                      "(train with `callbacks=latency`, or report bench runs).")
@@ -95,7 +97,8 @@ def document(cfg: DictConfig, runs, rows, f1_key, latency_key, points, plots, no
     on_front = {p["run"] for p in points if p["pareto"]}
     counts = ", ".join(f"{n} {'without a summary.json' if status == 'missing' else status}"
                        for status, n in status_counts(runs).items())
-    metrics = headline_metrics(runs, [f1_key, latency_key], cfg.max_columns)
+    ranked_by = [metric for _, metric in best_runs(runs).values()]  # each stage's objective is a column
+    metrics = headline_metrics(runs, [*ranked_by, f1_key, latency_key], cfg.max_columns)
     columns = ["run", "stage", "status", *keys, *metrics, "seconds"] + (["pareto"] if on_front else [])
     shown = [{**row, **{k: short_value(row[k]) for k in keys}, "pareto": "yes" if row["run"] in on_front else ""}
              for row in rows]

@@ -255,7 +255,7 @@ def f1_latency_points(runs: Sequence[Run], f1_key: str | None, latency_key: str 
         rows = [r for r in run.points if _number(r.get("p50_ms")) and _number(r.get("f1"))]
         if rows:
             points += [{"label": f"{prefix}{r.get('variant')}@{r.get('threads')}", "run": run.name,
-                        "latency": float(r["p50_ms"]), "f1": float(r["f1"])} for r in rows]
+                        "latency": float(r["p50_ms"]), "f1": float(r["f1"]), "bench": True} for r in rows]
         elif f1_key and latency_key and _number(run.metrics.get(f1_key)) and _number(run.metrics.get(latency_key)):
             points.append({"label": run_label(run, keys), "run": run.name,
                            "latency": float(run.metrics[latency_key]), "f1": float(run.metrics[f1_key])})
@@ -298,7 +298,7 @@ def table_rows(runs: Sequence[Run]) -> tuple[list[dict[str, Any]], list[str]]:
 def headline_metrics(runs: Sequence[Run], first: Sequence[str | None] = (), limit: int = 12) -> list[str]:
     """Metric columns for the Markdown table: `first` (the F1 and latency picked for the plots),
     then quality, speed and size metrics of any stage, up to `limit`."""
-    keys: list[str] = [k for k in first if k]
+    keys: list[str] = list(dict.fromkeys(k for k in first if k))
     for run in runs:
         keys += [k for k in run.metrics if HEADLINE.search(k) and not k.endswith("_thresh") and k not in keys]
     return keys[:limit]
