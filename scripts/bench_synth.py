@@ -209,6 +209,10 @@ def main() -> None:
             rows = part_c(args, args.work)
             print(markdown_table(rows, list(rows[0])))
             results.update(zero_shot_gain_f1=round(statistics.mean(r["gain_f1"] for r in rows), 2), zero_label=rows)
+    # Parts not run keep their earlier figures: each part records when and how it was measured.
+    for part in args.parts:
+        results[f"measured_{part}"] = {"date": dt.date.today().isoformat(), "command": "python " + shlex.join(
+            [Path(sys.argv[0]).as_posix().split(str(ROOT) + "/")[-1], *sys.argv[1:]])}
     results.update(
         reader=str(args.reader.resolve().relative_to(ROOT) if args.reader.resolve().is_relative_to(ROOT)
                    else args.reader),
