@@ -27,10 +27,10 @@ from typing import Any, Sequence
 from metaqa.config import ConfigError
 from metaqa.data.features import featurize
 from metaqa.data.records import QARecord
+from metaqa.inference.engine import ONNX_NAME, onnx_file
 
 log = logging.getLogger(__name__)
 
-ONNX_NAME = "model.onnx"
 MANIFEST = "export.json"
 OPT_LEVELS = ("O1", "O2", "O3")  # O4 is fp16 mixed precision: GPU only
 ISAS = ("avx512_vnni", "avx512", "avx2", "arm64")  # AutoQuantizationConfig's CPU targets
@@ -78,18 +78,6 @@ def check_variant(spec: dict[str, Any]) -> None:
         raise ConfigError("export.max_f1_drop", f"{drop!r} is negative", "export.max_f1_drop=1.0 (F1 points)")
 
 
-def onnx_file(model_dir: str | Path) -> Path:
-    """The one ONNX graph of an exported dir (`model.onnx`, else a single `*.onnx`)."""
-    model_dir = Path(model_dir)
-    if (model_dir / ONNX_NAME).is_file():
-        return model_dir / ONNX_NAME
-    found = sorted(model_dir.glob("*.onnx")) if model_dir.is_dir() else []
-    if len(found) == 1:
-        return found[0]
-    if not found:
-        raise FileNotFoundError(f"{model_dir}: no ONNX model inside. Export one first: "
-                                f"`metaqa export model_dir=<reader dir>`; then pass its output dir")
-    raise FileNotFoundError(f"{model_dir}: several ONNX files {[p.name for p in found]}; keep one (model.onnx)")
 
 
 # --------------------------------------------------------------------------- steps

@@ -31,6 +31,7 @@ from metaqa.evaluation.postprocess import DecodeConfig, SpanPrediction, postproc
 
 _NUMPY_INT = {"tensor(int64)": np.int64, "tensor(int32)": np.int32}
 MODEL_INPUTS = ("input_ids", "attention_mask", "token_type_ids")
+ONNX_NAME = "model.onnx"  # the graph's name in an ONNX dir written by `metaqa export`
 
 
 @dataclass
@@ -95,10 +96,6 @@ class Predictor:
         self.tokenizer = tokenizer
         self.reader = reader or ReaderConfig()
         self.input_names: dict[str, type] = {name: np.int64 for name in MODEL_INPUTS}
-
-    @property
-    def decode_config(self) -> DecodeConfig:
-        return self.reader.decode
 
     # ------------------------------------------------------------------ serving path
     def answer(self, question: str, context: str, id: str = "q0") -> SpanPrediction:
@@ -235,8 +232,6 @@ class OnnxPredictor(Predictor):
         import onnxruntime as ort
         from transformers import AutoTokenizer
 
-        from metaqa.export.convert import onnx_file
-
         if threads < 0:
             raise ValueError(f"threads={threads}: pass 1 or more, or 0 for onnxruntime's default")
         self.model_dir = Path(model_dir)
@@ -263,6 +258,20 @@ class OnnxPredictor(Predictor):
 
     def __repr__(self) -> str:
         return f"OnnxPredictor({str(self.model_dir)!r}, threads={self.threads}, {self.reader})"
+
+
+def onnx_file(model_dir: str | Path) -> Path:
+    """The one ONNX graph of an exported dir (`model.onnx`, else a single `*.onnx`)."""
+    model_dir = Path(model_dir)
+    if (model_dir / ONNX_NAME).is_file():
+        return model_dir / ONNX_NAME
+    found = sorted(model_dir.glob("*.onnx")) if model_dir.is_dir() else []
+    if len(found) == 1:
+        return found[0]
+    if not found:
+        raise FileNotFoundError(f"{model_dir}: no ONNX model inside. Export one first: "
+                                f"`metaqa export model_dir=<reader dir>`; then pass its output dir")
+    raise FileNotFoundError(f"{model_dir}: several ONNX files {[p.name for p in found]}; keep one (model.onnx)")
 
 
 def load_predictor(model_dir: str | Path, reader: ReaderConfig | None = None, threads: int | None = None) -> Predictor:
