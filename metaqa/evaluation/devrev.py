@@ -27,6 +27,7 @@ from typing import Iterable, Sequence
 import numpy as np
 from sklearn.metrics import roc_auc_score
 
+from metaqa.evaluation.latency import median_ci
 from metaqa.evaluation.squad_v2 import compute_exact, compute_f1, normalize_answer
 
 AIT_BUDGET_MS = 200.0
@@ -95,6 +96,8 @@ def _summary(outcomes: Sequence[Outcome], budget_ms: float) -> dict[str, float]:
         "exact": float(exact.mean()),
         "latency_ms_mean": float(latency.mean()),
         "latency_ms_p50": float(np.percentile(latency, 50)),
+        # the p50's bootstrap 95% interval over questions (one pass: a drift of the machine is not in it)
+        **dict(zip(("latency_ms_p50_ci_low", "latency_ms_p50_ci_high"), median_ci(latency)[1:])),
         "latency_ms_p95": float(np.percentile(latency, 95)),
         "no_paragraph_rate": float(np.mean([o.predicted_paragraph is None for o in outcomes])),
     }

@@ -35,6 +35,7 @@ def test_eval_calibrates_then_scores_disjoint_questions(stage_cfg, tiny_onnx_dir
         assert 0.0 <= metrics[key] <= (2.0 if key == "theme_score" else 1.0)
     assert metrics["recall_at_1"] <= metrics["recall_at_5"]
     assert metrics["latency_ms_p50"] <= metrics["latency_ms_p95"]
+    assert metrics["latency_ms_p50_ci_low"] <= metrics["latency_ms_p50"] <= metrics["latency_ms_p50_ci_high"]
     calibration = json.loads((out / "calibration.json").read_text())
     rows = [json.loads(line) for line in (out / "predictions.jsonl").read_text().splitlines()]
     assert not set(calibration["questions"]) & {r["id"] for r in rows}
