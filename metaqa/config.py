@@ -5,11 +5,13 @@ Validation follows LeRobot's habit: fail before any work starts, naming the fiel
 from __future__ import annotations
 
 import json
+import logging
 from pathlib import Path
 
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
+log = logging.getLogger(__name__)
 PACKAGE_DIR = Path(__file__).resolve().parent
 CONF_DIR = PACKAGE_DIR.parent / "conf"
 
@@ -221,7 +223,5 @@ def check_selection_split(stage: str, cfg: DictConfig, multirun: bool, optimizin
                           f"validate on in-domain dev questions ({key}=<prep dir>/dev), or pass "
                           "+allow_test_selection=true if you really mean to select on test")
     if multirun:
-        import logging
-
-        logging.getLogger(__name__).warning(
+        log.warning(
             "%s=%s is a test split: this sweep reports on it; do not pick settings by it", key, source)
