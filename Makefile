@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: help install demo test test-slow test-all lint bench-reader bench-export bench-meta bench-synth bench-pipeline clean
+.PHONY: help install demo test test-slow test-all lint bench-reader reference-readers bench-train bench-export bench-meta bench-synth bench-pipeline clean
 
 help:  ## list targets
 	@grep -E '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-14s %s\n", $$1, $$2}'
@@ -33,8 +33,15 @@ test-all: $(STAMP)  ## every test
 lint: $(STAMP)  ## pyflakes + import order (ruff)
 	$(BIN)/ruff check --select F,I metaqa tests scripts
 
-bench-reader: $(STAMP)  ## fine-tune MiniLM on SQuAD v1.1 subsets (needs ../shared/data)
-	$(BIN)/python scripts/bench_reader.py
+bench-reader: $(STAMP)  ## fine-tune MiniLM on the first 2k / 8k SQuAD v1.1 questions (needs ../shared/data)
+	$(BIN)/python scripts/bench_reader.py --subsets 2000 8000
+
+reference-readers: $(STAMP)  ## train (or resume) minilm_squad2 + minilm_squad1 on the full data, score them (hours on CPU; needs ../shared/data)
+	$(BIN)/python scripts/bench_reader.py --reference minilm_squad2 minilm_squad1
+
+bench-train: $(STAMP)  ## metaqa train vs HF Trainer (run_qa.py recipe), windows/s and dev F1 (needs ../shared/data)
+	$(BIN)/pip install -q -e '.[bench]'
+	$(BIN)/python scripts/bench_train.py
 
 bench-export: $(STAMP)  ## export variants vs transformers.pipeline, MiniLM + bert-mini (needs ../shared/data)
 	$(BIN)/python scripts/bench_export.py

@@ -1,19 +1,30 @@
-"""Fine-tune MiniLM-L6 on the first N SQuAD v1.1 train questions; report dev F1/EM and throughput.
+"""Reference readers, trained on the full data and scored on the official dev sets; or MiniLM-L6 on
+the first N SQuAD v1.1 questions.
 
-    python scripts/bench_reader.py                    # N = 2000, 8000 on CPU
-    python scripts/bench_reader.py --sizes 2000 --full  # + the full train set (use a GPU)
+    python scripts/bench_reader.py --reference minilm_squad2 minilm_squad1   # `make reference-readers`
+    python scripts/bench_reader.py --reference minilm_squad2 --trainer gpu --batch-size 64
+    python scripts/bench_reader.py --subsets 2000 8000 --limit-dev 2000      # first-N subset figures
 
-Goes through the product: composes `conf/train.yaml` with overrides and calls the train stage,
-whose final validation scores the whole SQuAD v1.1 dev set with the official metric.
-Writes docs/results/bench_reader.json and prints a Markdown table.
+Reference readers go through the product (prep → train → eval) into `outputs/readers/<name>/`
+and are resumable: rerun the same command after a kill (or in the next session) and training
+continues from `checkpoints/last.ckpt` (written every 200 steps / 10 minutes); a finished step is
+skipped. Each run validates every `--val-every` steps on `--val-questions` questions of its own
+dev split (learning_curve.json / .png in the run dir), never on the evaluation set.
+- `minilm_squad1`: all of SQuAD v1.1 train (a 2% per-article dev split held apart for the curve
+  and the checkpoint), scored on all of SQuAD v1.1 dev with the official v1.1 metric.
+- `minilm_squad2`: SQuAD v1.1 train with BM25 hard-negative twins and the DevRev sample's
+  unanswerable rows (`conf/data/squad1_hardneg.yaml`, about one third unanswerable); the null
+  threshold is the oracle threshold *of its own dev split*, then all 11,873 SQuAD v2.0 dev
+  questions are scored once with it (official v2.0 metric; the v2 dev oracle is shown, labelled).
+
+Writes docs/results/bench_reader.json (one object per reference reader, keyed by name; subset
+runs under "subsets") and prints Markdown tables.
 """
 from __future__ import annotations
 
 import argparse
-import datetime as dt
 import json
 import sys
-import tempfile
 import time
 from pathlib import Path
 
@@ -23,75 +34,155 @@ from hydra import initialize_config_dir
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 from metaqa.config import CONF_DIR, compose_stage  # noqa: E402
-from metaqa.evaluation.machine import machine_info  # noqa: E402
-from metaqa.stages import train  # noqa: E402
+from metaqa.stages import eval as eval_stage  # noqa: E402
+from metaqa.stages import prep, train  # noqa: E402
+from metaqa.tracking.results import write_results  # noqa: E402
+from metaqa.tracking.run import cached_run, run_cached  # noqa: E402
 from metaqa.tracking.tables import markdown_table  # noqa: E402
 
 SQUAD = ROOT.parent / "shared" / "data" / "squad"
+READERS = ROOT / "outputs" / "readers"
+REFERENCE = {
+    "minilm_squad1": {"data": ["data=squad_v1", "data.name=squad1_all", "data.heldout_theme_fraction=0",
+                               "data.dev_fraction=0.02"],
+                      "eval_source": SQUAD / "dev-v1.1.json", "version_2": False,
+                      "trained_on": "SQuAD v1.1 train (98%; 2% per-article dev split held apart)"},
+    "minilm_squad2": {"data": ["data=squad1_hardneg"], "eval_source": SQUAD / "dev-v2.0.json", "version_2": True,
+                      "trained_on": "SQuAD v1.1 train + BM25 hard-negative twins (half the questions) + the "
+                                    "DevRev sample's unanswerable rows; 98% of it (2% per-article dev split)"},
+}
 
 
-def run_one(n_train: int | None, args, out_root: Path) -> dict:
-    out = out_root / f"n{n_train or 'all'}"
-    overrides = [
-        "data=squad_v1", "model=minilm_l6", "logger=csv", "callbacks=default",
-        f"trainer={'gpu' if torch.cuda.is_available() else 'cpu'}",
-        f"trainer.max_epochs={args.epochs}", "trainer.enable_progress_bar=true",
-        f"datamodule.train_source={SQUAD / 'train-v1.1.json'}",
-        f"datamodule.val_source={SQUAD / 'dev-v1.1.json'}",
-        f"datamodule.limit_train={n_train or 'null'}",
-        f"datamodule.limit_val={args.limit_dev or 'null'}",
-        f"datamodule.batch_size={args.batch_size}",
-        f"datamodule.eval_batch_size={args.batch_size * 2}",
-        f"module.optimizer.lr={args.lr}",
-        f"seed={args.seed}",
+def stage_cfg(name: str, out: Path, overrides: list[str]):
+    return compose_stage(name, out, overrides, root_dir=ROOT)
+
+
+# --------------------------------------------------------------------------- reference readers
+def train_overrides(name: str, args) -> list[str]:
+    return [
+        *REFERENCE[name]["data"], "model=minilm_l6", f"trainer={args.trainer}", "logger=csv", "callbacks=default",
+        f"trainer.max_epochs={args.epochs}", f"trainer.val_check_interval={args.val_every}",
+        f"datamodule.limit_val={args.val_questions}", f"datamodule.batch_size={args.batch_size}",
+        f"datamodule.eval_batch_size={args.batch_size * 4}", f"module.optimizer.lr={args.lr}", f"seed={args.seed}",
+        *([f"trainer.threads={args.threads}"] if args.trainer == "cpu" else []),
+        *([f"datamodule.limit_train={args.limit_train}"] if args.limit_train else []),
     ]
-    cfg = compose_stage("train", out, overrides, root_dir=ROOT)
+
+
+def run_dir(name: str, args) -> Path:
+    return READERS / (f"{name}_first{args.limit_train}" if args.limit_train else name)
+
+
+def train_reference(name: str, args) -> tuple[Path, dict]:
+    """Prep (once), then train or resume; the finished run's summary."""
+    run_cached("prep", prep.run, stage_cfg("prep", READERS / "prep" / name, REFERENCE[name]["data"]))
+    out = run_dir(name, args)
+    cfg = stage_cfg("train", out, train_overrides(name, args))
+    resumed = stage_cfg("train", out, [*train_overrides(name, args), "ckpt_path=last"])
+    done = cached_run(out, cfg) or cached_run(out, resumed)
+    if done is None:
+        last = out / "checkpoints" / "last.ckpt"
+        print(f"{name}: {'resuming from ' + str(last) if last.exists() else 'training'} → {out}", flush=True)
+        done = run_cached("train", train.run, resumed if last.exists() else cfg)
+    return out, done["metrics"]
+
+
+def score_reference(name: str, out: Path, args) -> dict:
+    spec = REFERENCE[name]
+    common = [*spec["data"], f"model_dir={out / 'reader'}", f"batch_size={args.batch_size * 4}",
+              f"limit={args.limit_eval or 'null'}",
+              *([f"threads={args.threads}"] if args.trainer == "cpu" else [])]
+    threshold = 0.0
+    if spec["version_2"]:  # the null threshold from the reader's own dev split, never the evaluation set
+        dev = run_cached("eval", eval_stage.run, stage_cfg("eval", out / "eval_own_dev", [
+            *common, "source=${data.prep_dir}/dev"]))["metrics"]
+        threshold = float(dev["best_f1_thresh"])
+    final = run_cached("eval", eval_stage.run, stage_cfg("eval", out / "eval_official_dev", [
+        *common, f"source={spec['eval_source']}", f"reader.decode.null_threshold={threshold}",
+        f"reader.decode.version_2={str(spec['version_2']).lower()}"]))["metrics"]
+    row = {"dev_f1": round(final["f1"], 2), "dev_em": round(final["exact"], 2),
+           "dev_questions": int(final["total"]), "eval_set": Path(spec["eval_source"]).name}
+    if spec["version_2"]:
+        row.update(null_threshold=round(threshold, 3), HasAns_f1=round(final["HasAns_f1"], 2),
+                   NoAns_f1=round(final["NoAns_f1"], 2), oracle_best_f1=round(final["best_f1"], 2),
+                   oracle_best_f1_thresh=round(final["best_f1_thresh"], 3))
+    return row
+
+
+def reference(name: str, args) -> dict:
+    out, metrics = train_reference(name, args)
+    curve_path = out / "learning_curve.json"
+    return {
+        "reader": name, "trained_on": REFERENCE[name]["trained_on"], "dir": str(out.relative_to(ROOT)),
+        **score_reference(name, out, args),
+        "n_train": int(metrics["train_questions"]), "train_windows": int(metrics["train_windows"]),
+        "steps": int(metrics["global_step"]), "epochs": args.epochs, "batch_size": args.batch_size, "lr": args.lr,
+        "precision": metrics.get("precision"), "train_windows_per_s": round(metrics["train/examples_per_s"], 2),
+        "wall_s": metrics.get("train/wall_s"), "peak_rss_mb": metrics.get("peak_rss_mb"),
+        "learning_curve": json.loads(curve_path.read_text()) if curve_path.exists() else [],
+    }
+
+
+# --------------------------------------------------------------------------- first-N subsets
+def subset(n_train: int, args, out_root: Path) -> dict:
+    out = out_root / f"n{n_train}"
+    cfg = stage_cfg("train", out, [
+        "data=squad_v1", "model=minilm_l6", "logger=csv", "callbacks=default", f"trainer={args.trainer}",
+        f"trainer.max_epochs={args.epochs}", f"datamodule.train_source={SQUAD / 'train-v1.1.json'}",
+        f"datamodule.val_source={SQUAD / 'dev-v1.1.json'}", f"datamodule.limit_train={n_train}",
+        f"datamodule.limit_val={args.limit_dev or 'null'}", f"datamodule.batch_size={args.batch_size}",
+        f"datamodule.eval_batch_size={args.batch_size * 2}", f"module.optimizer.lr={args.lr}", f"seed={args.seed}",
+    ])
     started = time.perf_counter()
     metrics = train.run(cfg)
-    return {
-        "n_train": metrics["train_questions"],
-        "train_windows": metrics["train_windows"],
-        "epochs": args.epochs,
-        "dev_f1": round(metrics["val/f1"], 2),
-        "dev_em": round(metrics["val/exact"], 2),
-        "train_examples_per_s": round(metrics["train/examples_per_s"], 1),
-        "wall_s": round(time.perf_counter() - started, 1),
-    }
+    return {"n_train": metrics["train_questions"], "train_windows": metrics["train_windows"], "epochs": args.epochs,
+            "dev_f1": round(metrics["val/f1"], 2), "dev_em": round(metrics["val/exact"], 2),
+            "train_windows_per_s": round(metrics["train/examples_per_s"], 1), "precision": metrics["precision"],
+            "wall_s": round(time.perf_counter() - started, 1)}
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--sizes", type=int, nargs="+", default=[2000, 8000])
-    parser.add_argument("--full", action="store_true", help="also train on all 87,599 questions")
+    parser.add_argument("--reference", nargs="*", choices=sorted(REFERENCE), default=[])
+    parser.add_argument("--subsets", type=int, nargs="*", default=[])
+    parser.add_argument("--trainer", default="gpu" if torch.cuda.is_available() else "cpu")
+    parser.add_argument("--threads", type=int, default=2, help="torch threads on CPU")
     parser.add_argument("--epochs", type=int, default=1)
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--lr", type=float, default=1e-4)
     parser.add_argument("--seed", type=int, default=42)
-    parser.add_argument("--limit-dev", type=int, default=None, help="first N dev questions only")
+    parser.add_argument("--val-every", type=int, default=1000, help="optimiser steps between dev validations")
+    parser.add_argument("--val-questions", type=int, default=500, help="dev-split questions per validation")
+    parser.add_argument("--limit-train", type=int, default=None,
+                        help="reference: first N training questions only (a smoke run, in <name>_first<N>/)")
+    parser.add_argument("--limit-eval", type=int, default=None, help="reference: first N evaluation questions only")
+    parser.add_argument("--limit-dev", type=int, default=None, help="subsets: first N v1.1 dev questions only")
     parser.add_argument("--out", type=Path, default=ROOT / "docs" / "results" / "bench_reader.json")
     args = parser.parse_args()
+    if not (args.reference or args.subsets):
+        parser.error("pass --reference NAME ... and/or --subsets N ...")
     if not SQUAD.exists():
         print(f"skip: {SQUAD} not found (../shared/data beside the repo)")
         return
-    sizes = list(args.sizes) + ([None] if args.full else [])
-    rows = []
-    with tempfile.TemporaryDirectory() as tmp, initialize_config_dir(str(CONF_DIR), version_base="1.3"):
-        for n in sizes:
-            rows.append(run_one(n, args, Path(tmp)))
-            print(json.dumps(rows[-1]), flush=True)
-    print(markdown_table(rows, list(rows[0])))
-    best = rows[-1]
-    payload = {
-        **{k: best[k] for k in ("n_train", "dev_f1", "dev_em", "train_examples_per_s")},
-        "runs": rows,
-        "date": dt.date.today().isoformat(),
-        "command": "python " + " ".join([Path(sys.argv[0]).as_posix().split(str(ROOT) + "/")[-1], *sys.argv[1:]]),
-        "threads": torch.get_num_threads(),
-        "machine": machine_info(),
-    }
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(payload, indent=2) + "\n")
-    print(f"wrote {args.out}")
+    figures = json.loads(args.out.read_text()) if args.out.exists() else {}
+    figures = {k: v for k, v in figures.items() if k in REFERENCE or k == "subsets"}  # keep the other reader
+    if args.limit_train or args.limit_eval:  # a smoke run never replaces a reference figure
+        args.out = args.out.with_name(args.out.stem + "_smoke.json")
+    with initialize_config_dir(str(CONF_DIR), version_base="1.3"):
+        for name in args.reference:
+            key = name if not (args.limit_train or args.limit_eval) else f"{name}_smoke"
+            figures[key] = reference(name, args)
+            print(json.dumps({k: v for k, v in figures[key].items() if k != "learning_curve"}), flush=True)
+        if args.subsets:
+            READERS.mkdir(parents=True, exist_ok=True)
+            figures["subsets"] = [subset(n, args, READERS / "subsets") for n in args.subsets]
+    rows = [v for k, v in figures.items() if k != "subsets"]
+    if rows:
+        print(markdown_table(rows, ["reader", "n_train", "steps", "wall_s", "train_windows_per_s", "dev_f1", "dev_em",
+                                    "HasAns_f1", "NoAns_f1", "null_threshold"]))
+    if figures.get("subsets"):
+        print(markdown_table(figures["subsets"], list(figures["subsets"][0])))
+    print(f"wrote {write_results(args.out, figures, args.threads)}")
 
 
 if __name__ == "__main__":

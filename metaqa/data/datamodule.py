@@ -41,6 +41,47 @@ class EpochSampler(Sampler[int]):
             yield from torch.randperm(len(self.lengths), generator=generator).tolist()
 
 
+class TokenBudgetBatchSampler(Sampler[list[int]]):
+    """Batches of up to `max_tokens` padded tokens (windows x the longest window in the batch),
+    windows of similar length together, every window once per epoch (fairseq's `max_tokens`).
+
+    Windows are sorted by length with seeded random tie-breaks, then packed greedily; the batch
+    boundaries depend only on the sorted lengths, so every epoch has the same number of batches
+    (Lightning's step count and LR schedule stay exact) while which equal-length windows share a
+    batch, and the order of the batches, change with (seed, epoch). A resumed run replays it.
+    """
+
+    def __init__(self, lengths: list[int], max_tokens: int, seed: int) -> None:
+        if max_tokens < max(lengths, default=0):
+            raise ValueError(f"max_tokens={max_tokens} is below the longest window ({max(lengths)} tokens): "
+                             "raise datamodule.max_tokens to at least reader.max_seq_length")
+        self.lengths, self.max_tokens, self.seed = np.asarray(lengths), int(max_tokens), seed
+        self.epoch = 0
+        self._sizes = self._batch_sizes(np.sort(self.lengths))
+
+    def _batch_sizes(self, sorted_lengths: np.ndarray) -> list[int]:
+        sizes, count = [], 0
+        for length in sorted_lengths:  # ascending: the newest window is the batch's longest
+            if count and (count + 1) * length > self.max_tokens:
+                sizes.append(count)
+                count = 0
+            count += 1
+        return sizes + [count] if count else sizes
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def __len__(self) -> int:
+        return len(self._sizes)
+
+    def __iter__(self):
+        rng = np.random.default_rng([self.seed, self.epoch])
+        order = np.lexsort((rng.random(len(self.lengths)), self.lengths))  # by length, ties at random
+        batches = np.split(order, np.cumsum(self._sizes)[:-1])
+        for b in rng.permutation(len(batches)):
+            yield batches[b].tolist()
+
+
 class ResumableLoader(DataLoader):
     """A DataLoader that Lightning resumes mid-epoch (its `_Stateful` protocol): the checkpoint holds
     the epoch and how many of its batches were consumed; after `load_state_dict` the next pass
@@ -59,7 +100,8 @@ class ResumableLoader(DataLoader):
         self._resume_at = state
 
     def __iter__(self):
-        self._epoch = getattr(self.sampler, "epoch", 0)  # read lazily: Lightning sets it after iter()
+        order = self.batch_sampler if hasattr(self.batch_sampler, "epoch") else self.sampler
+        self._epoch = getattr(order, "epoch", 0)  # read lazily: Lightning sets it after iter()
         resume, self._resume_at = self._resume_at, None
         skip = resume["batches"] if resume and resume["epoch"] == self._epoch else 0
         batches = super().__iter__()
@@ -85,6 +127,7 @@ class QADataModule(pl.LightningDataModule):
         limit_train: int | None = None,
         limit_val: int | None = None,
         group_by_length: bool = True,
+        max_tokens: int | None = None,
         seed: int = 0,
     ) -> None:
         super().__init__()
@@ -94,7 +137,7 @@ class QADataModule(pl.LightningDataModule):
         self.batch_size, self.eval_batch_size = batch_size, eval_batch_size
         self.num_workers = num_workers
         self.limit_train, self.limit_val = limit_train, limit_val
-        self.group_by_length, self.seed = group_by_length, seed
+        self.group_by_length, self.max_tokens, self.seed = group_by_length, max_tokens, seed
         self.train_records: list[QARecord] = []
         self.val_records: list[QARecord] = []
         self.train_features: Features | None = None
@@ -112,11 +155,12 @@ class QADataModule(pl.LightningDataModule):
         if self.val_features is None and self.val_source:
             self.val_records, self.val_features = self._load(self.val_source, self.limit_val, False)
 
-    def _loader(self, features: Features, batch_size: int, sampler, loader=DataLoader) -> DataLoader:
+    def _loader(self, features: Features, batch_size: int | None, sampler, loader=DataLoader) -> DataLoader:
         dataset = FeatureDataset(features, self.tokenizer.pad_token_id)
+        batching = {"batch_sampler": sampler} if batch_size is None else {"batch_size": batch_size, "sampler": sampler}
         # its own generator: a new iterator draws its base seed from it, not from the global RNG,
         # whose state (dropout masks) a resumed run restores
-        return loader(dataset, batch_size=batch_size, sampler=sampler, collate_fn=dataset.collate,
+        return loader(dataset, **batching, collate_fn=dataset.collate,
                       num_workers=self.num_workers, persistent_workers=self.num_workers > 0,
                       generator=torch.Generator().manual_seed(self.seed))
 
@@ -125,6 +169,13 @@ class QADataModule(pl.LightningDataModule):
         # (group_by_length) halves the padding on SQuAD-like data, and CPU time is proportional
         # to padded tokens.
         lengths = [len(ids) for ids in self.train_features.encodings["input_ids"]]
+        if self.max_tokens:
+            trainer = getattr(self, "trainer", None)
+            if trainer is not None and trainer.world_size > 1:
+                raise ValueError("datamodule.max_tokens batches one process's data; under DDP use "
+                                 "datamodule.max_tokens=null (fixed-size batches, sharded by Lightning)")
+            batches = TokenBudgetBatchSampler(lengths, self.max_tokens, self.seed)
+            return self._loader(self.train_features, None, batches, ResumableLoader)
         sampler = EpochSampler(lengths, self.batch_size, self.seed, self.group_by_length)
         return self._loader(self.train_features, self.batch_size, sampler, ResumableLoader)
 

@@ -38,6 +38,7 @@ class ReaderModule(pl.LightningModule):
         warmup_ratio: float = 0.1,
         weight_decay: float = 0.01,
         decode: dict[str, Any] | None = None,
+        compile: bool = False,
     ) -> None:
         super().__init__()
         self.save_hyperparameters(ignore=["net", "optimizer"], logger=False)
@@ -47,6 +48,12 @@ class ReaderModule(pl.LightningModule):
         self.val_per_theme: dict[str, dict[str, float]] = {}
         self.validated_at_step = -1  # global step of the last full validation
         self._val_chunks: list = []
+
+    def configure_model(self) -> None:
+        # the forward only, so state-dict keys, checkpoints and save_pretrained stay those of the
+        # plain net; dynamic shapes: batches are padded to their own longest window
+        if self.hparams.compile and not hasattr(self.net.forward, "_torchdynamo_orig_callable"):
+            self.net.forward = torch.compile(self.net.forward, dynamic=True)
 
     def forward(self, batch: dict[str, torch.Tensor]):
         return self.net(**model_inputs(batch))
@@ -61,7 +68,10 @@ class ReaderModule(pl.LightningModule):
         return out.loss
 
     def validation_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> None:
-        out = self(batch)
+        # scored in fp32 whatever the training precision: that is what export and serving run,
+        # and bf16 logits (8 bits of mantissa) tie n-best candidates
+        with torch.autocast(self.device.type, enabled=False):
+            out = self(batch)
         self._val_chunks.append(
             (batch["feature_index"].cpu(), out.start_logits.detach().cpu(), out.end_logits.detach().cpu())
         )

@@ -23,6 +23,7 @@ from metaqa.data.shards import load_source
 from metaqa.evaluation.scoring import score
 from metaqa.fileio import write_json
 from metaqa.inference import ReaderConfig, TorchPredictor
+from metaqa.models.training import build_trainer
 from metaqa.stages.train import resolve_ckpt
 from metaqa.tracking.callbacks import save_reader
 from metaqa.tracking.run import instantiate_list, log_hyperparams, run_stage
@@ -102,8 +103,8 @@ def fit(net, tokenizer, records: list[QARecord], cfg: DictConfig, out: Path):
     steps = max(cfg.epochs * math.ceil(len(datamodule.train_features) / cfg.batch_size), cfg.min_steps)
     module = hydra.utils.instantiate(cfg.module, net=net, _convert_="all")
     loggers = instantiate_list(cfg.get("logger"))
-    trainer: pl.Trainer = hydra.utils.instantiate(cfg.trainer, logger=loggers or False, max_steps=steps,
-                                                  callbacks=instantiate_list(cfg.get("callbacks")))
+    trainer, _ = build_trainer(cfg.trainer, logger=loggers or False, max_steps=steps,
+                               callbacks=instantiate_list(cfg.get("callbacks")))
     log_hyperparams(loggers, cfg)
     trainer.fit(module, datamodule=datamodule, ckpt_path=resolve_ckpt(cfg))
     return module.net.eval()

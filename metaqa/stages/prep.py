@@ -1,6 +1,7 @@
 """`metaqa prep`: read a QA dataset, validate it, split it by theme, write shards + manifest."""
 from __future__ import annotations
 
+import dataclasses
 import logging
 
 import hydra
@@ -15,6 +16,7 @@ from metaqa.data.shards import (
     write_shards,
 )
 from metaqa.fileio import guard_output_dir, write_json
+from metaqa.retrieval.negatives import hard_negatives
 from metaqa.tracking.run import run_stage
 from metaqa.tracking.tables import markdown_table
 
@@ -27,16 +29,22 @@ def run(cfg: DictConfig) -> dict:
     guard_output_dir(data.prep_dir, field="data.prep_dir", stage="prep", inputs=[path], overwrite=cfg.overwrite)
     # warnings and repairs go to the log and summary.json (metaqa.data.readlog); an empty file stops here
     result = read_records(path, data.format, data.get("duplicate_ids", "rename"))
-    records = result.records
+    records = result.records + extra_unanswerable(cfg)
     heldout = choose_heldout_themes((r.theme for r in records), list(data.heldout_themes or []),
                                     data.heldout_theme_fraction, data.seed)
     splits = split_records(records, heldout, data.dev_fraction, data.seed)
+    negatives = data.get("negatives")
+    if negatives and negatives.get("fraction"):  # built per split: a question and its twin never straddle two
+        for split, rows in splits.items():
+            rows.extend(hard_negatives(rows, records, negatives.fraction, negatives.get("seed", data.seed),
+                                       progress=True))
     manifest = manifest_rows(splits, heldout)
     metrics = {
         "questions": len(records),
         "themes": len(manifest),
         "heldout_themes": len(heldout),
         "repaired": result.repaired,
+        "unanswerable": sum(r.is_impossible for rows in splits.values() for r in rows),
         **{f"n_{s}": len(v) for s, v in splits.items()},
     }
     meta = {"source": str(path), "format": data.format, "seed": data.seed,
@@ -50,6 +58,20 @@ def run(cfg: DictConfig) -> dict:
     log.info("shards → %s (%d train / %d dev / %d test questions)", out,
              metrics["n_train"], metrics["n_dev"], metrics["n_test"])
     return metrics
+
+
+def extra_unanswerable(cfg: DictConfig) -> list:
+    """The unanswerable questions of each `data.extra_unanswerable` file ({path, format}), e.g.
+    the DevRev sample's, added to the main source (SQuAD v1.1 has none of its own); their ids
+    get the file's name as a prefix."""
+    rows = []
+    for i, extra in enumerate(cfg.data.get("extra_unanswerable") or []):
+        path = check_input_file(cfg, f"data.extra_unanswerable.{i}.path")
+        found = [dataclasses.replace(r, id=f"{path.stem}:{r.id}")  # ids unique beside the main source's
+                 for r in read_records(path, extra.get("format", "auto")).records if r.is_impossible]
+        log.info("%s: %d unanswerable questions added", path, len(found))
+        rows.extend(found)
+    return rows
 
 
 @hydra.main(version_base="1.3", config_path=str(CONF_DIR), config_name="prep")

@@ -11,6 +11,7 @@ from omegaconf import DictConfig
 from metaqa.config import CONF_DIR, ConfigError, check_windows
 from metaqa.fileio import write_json
 from metaqa.models.factory import build_qa_model, load_tokenizer
+from metaqa.models.training import build_trainer, peak_rss_mb
 from metaqa.tracking.callbacks import Throughput
 from metaqa.tracking.run import instantiate_list, log_hyperparams, run_stage
 from metaqa.tracking.tables import metrics_table
@@ -44,14 +45,15 @@ def run(cfg: DictConfig) -> dict:
     module = hydra.utils.instantiate(cfg.module, net=net, _convert_="all")  # plain hparams in ckpts
     loggers = instantiate_list(cfg.get("logger"))
     callbacks = instantiate_list(cfg.get("callbacks"))
-    trainer: pl.Trainer = hydra.utils.instantiate(
-        cfg.trainer, logger=loggers or False, callbacks=callbacks, **trainer_cfg)
+    trainer, settings = build_trainer(cfg.trainer, logger=loggers or False, callbacks=callbacks, **trainer_cfg)
     log_hyperparams(loggers, cfg)
     trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt_path)
     if datamodule.val_features is not None and module.validated_at_step != trainer.global_step:
         trainer.validate(module, datamodule=datamodule, verbose=False)  # score the final weights
 
     metrics = {k: float(v) for k, v in trainer.callback_metrics.items()}
+    metrics.update(precision=settings["precision"], torch_threads=settings["torch_threads"],
+                   peak_rss_mb=peak_rss_mb())
     if datamodule.train_records:  # under ddp_spawn the children hold the data
         metrics["global_step"] = trainer.global_step
         metrics["train_questions"] = len(datamodule.train_records)
@@ -60,6 +62,7 @@ def run(cfg: DictConfig) -> dict:
     for cb in callbacks:
         if isinstance(cb, Throughput) and cb.seconds:  # (spawned ranks keep their own copy)
             metrics["train/examples_per_s"] = cb.examples_per_s
+            metrics["train/wall_s"] = round(cb.wall_seconds, 1)  # the whole fit, resumes included
     if module.val_per_theme:
         write_json(Path(cfg.paths.output_dir) / "val_per_theme.json", module.val_per_theme)
         overall = {k.removeprefix("val/"): v for k, v in metrics.items() if k.startswith("val/")}

@@ -126,3 +126,22 @@ def per_theme_plot(series: Mapping[str, Mapping[str, float]], path: str | Path, 
     ax.grid(axis="y", alpha=0.3)
     ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.0, 1.0))
     return _save(fig, path)
+
+
+def learning_curve_plot(curves: Mapping[str, Sequence[Mapping]], path: str | Path, metric: str = "f1",
+                        title: str = "dev F1 while training") -> Path:
+    """One line per run: `metric` of each validation point (dicts with step and the metric)
+    against the optimiser step."""
+    fig = _figure(6.5, 4.0)
+    ax = fig.subplots()
+    for i, (name, points) in enumerate(curves.items()):
+        pts = [p for p in points if metric in p]
+        if pts:
+            ax.plot([p["step"] for p in pts], [p[metric] for p in pts], marker="o", ms=3,
+                    label=str(name)[:50], color=f"C{i % 10}")
+    ax.set_xlabel("optimiser step")
+    ax.set_ylabel(f"dev {metric}")
+    ax.set_title(title)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8, loc="lower right")
+    return _save(fig, path)

@@ -66,7 +66,7 @@ def run_stage(stage: str, run: Callable[[DictConfig], dict], cfg: DictConfig) ->
         if done is not None:
             log.info("%s: done before with the same config (%s says ok), skipped; +skip_done=false reruns it",
                      out, SUMMARY)
-            return objective(cfg, done.get("metrics") or {})
+            return objective(cfg, done.get("metrics") or {}, strict=True)
     started = time.time()
     summary: dict[str, Any] = {"stage": stage, "output_dir": str(out), "metaqa_version": __version__,
                                "config_hash": config_hash(cfg)}
@@ -102,19 +102,24 @@ def run_stage(stage: str, run: Callable[[DictConfig], dict], cfg: DictConfig) ->
     if metrics is None:  # failed inside a multirun
         names = cfg.get("optimized_metric")
         return None if not names else math.nan if isinstance(names, str) else [math.nan] * len(names)
-    return objective(cfg, metrics)
+    return objective(cfg, metrics, strict=job["multirun"])
 
 
-def objective(cfg: DictConfig, metrics: dict) -> float | list[float] | None:
+def objective(cfg: DictConfig, metrics: dict, strict: bool = True) -> float | list[float] | None:
     """`optimized_metric` (a metric name, or a list of names for a multi-objective sweeper) read
-    from the stage's metrics."""
+    from the stage's metrics. Missing: an error for a sweeper (`strict`), a warning for a single
+    run (e.g. a train run without validation data has no val/f1, and its work is done)."""
     names = cfg.get("optimized_metric")
     if not names:
         return None
     wanted = [names] if isinstance(names, str) else list(names)
     missing = [n for n in wanted if n not in metrics]
     if missing:
-        raise KeyError(f"optimized_metric {missing} not among the metrics: {sorted(metrics)}")
+        message = f"optimized_metric {missing} not among the metrics: {sorted(metrics)}"
+        if strict:
+            raise KeyError(message)
+        log.warning("%s (no objective returned)", message)
+        return None
     values = [float(metrics[n]) for n in wanted]
     return values[0] if isinstance(names, str) else values
 

@@ -1,0 +1,69 @@
+"""Hard unanswerable twins: the most similar other paragraph of the article without the answer."""
+from __future__ import annotations
+
+import json
+
+from metaqa.data.records import Answer, QARecord
+from metaqa.data.shards import load_source
+from metaqa.retrieval.negatives import hard_negatives
+from metaqa.stages import prep
+
+PARAGRAPHS = [
+    "The Eiffel Tower was completed in 1889 for the World's Fair in Paris.",  # own
+    "Gustave Eiffel's company built the tower; the World's Fair of 1889 opened in May.",  # similar, has answer
+    "The tower in Paris was built for the World's Fair and painted bronze.",  # similar, no answer
+    "Croissants are a popular breakfast pastry.",  # dissimilar
+]
+
+
+def record(i: int, context: str, question: str, answer: str, theme: str = "Paris") -> QARecord:
+    return QARecord(id=f"q{i}", theme=theme, context=context, question=question,
+                    answers=(Answer(answer, context.index(answer)),))
+
+
+def test_the_twin_asks_the_most_similar_paragraph_that_lacks_the_answer():
+    q = record(0, PARAGRAPHS[0], "When was the tower for the World's Fair in Paris completed?", "1889")
+    others = [record(i, p, "What?", p.split()[0]) for i, p in enumerate(PARAGRAPHS[1:], 1)]
+    (neg,) = hard_negatives([q], [q, *others], fraction=1.0)
+    assert neg.context == PARAGRAPHS[2]  # not its own, not the one holding "1889", not the random one
+    assert neg.is_impossible and neg.answers == () and neg.question == q.question
+    assert neg.id == "q0-neg" and neg.theme == "Paris"
+
+
+def test_fraction_seed_and_themes():
+    rows = [record(i, PARAGRAPHS[i % 3], f"question {i} about the tower?", "tower" if i % 3 != 0 else "1889")
+            for i in range(30)]
+    rows = [r for r in rows if r.answers[0].text in r.context]
+    half = hard_negatives(rows, fraction=0.5, seed=1)
+    assert half == hard_negatives(rows, fraction=0.5, seed=1)  # seeded
+    assert len(half) <= round(0.5 * len(rows)) and half
+    for neg in half:
+        source = next(r for r in rows if r.id == neg.id.removesuffix("-neg"))
+        assert neg.context != source.context and source.answers[0].text.lower() not in neg.context.lower()
+    lonely = record(99, "A theme with one paragraph only.", "What?", "one", theme="Alone")
+    assert hard_negatives([lonely], fraction=1.0) == []  # nothing to borrow from
+
+
+def test_prep_with_negatives_keeps_each_twin_in_its_questions_split(stage_cfg, tmp_path):
+    out = tmp_path / "data"
+    metrics = prep.run(stage_cfg("prep", [f"data.prep_dir={out}", "+data.negatives.fraction=0.5",
+                                          "+data.negatives.seed=0"]))
+    splits = {s: {r.id: r for r in load_source(str(out / s))} for s in ("train", "dev", "test")}
+    twins = {s: [i for i in rows if i.endswith("-neg")] for s, rows in splits.items()}
+    assert sum(map(len, twins.values())) > 0
+    for split, ids in twins.items():
+        for i in ids:
+            assert i.removesuffix("-neg") in splits[split]  # its answerable source is in the same split
+            assert splits[split][i].is_impossible
+    assert metrics["unanswerable"] == sum(r.is_impossible for rows in splits.values() for r in rows.values())
+    assert json.loads((tmp_path / "prep" / "manifest.json").read_text())["unanswerable"] == metrics["unanswerable"]
+
+
+def test_prep_adds_the_unanswerable_rows_of_extra_files(stage_cfg, tmp_path):
+    plain = prep.run(stage_cfg("prep", [f"data.prep_dir={tmp_path / 'a'}"]))
+    extra = "+data.extra_unanswerable=[{path:${paths.package_dir}/data/sample/sample_qa.csv,format:devrev_csv}]"
+    more = prep.run(stage_cfg("prep", [f"data.prep_dir={tmp_path / 'b'}", extra], out=tmp_path / "prep_b"))
+    assert more["unanswerable"] == 2 * plain["unanswerable"]  # the same file's unanswerable rows, again
+    assert more["questions"] == plain["questions"] + plain["unanswerable"]
+    ids = [r.id for s in ("train", "dev", "test") for r in load_source(str(tmp_path / "b" / s))]
+    assert len(ids) == len(set(ids)) and any(i.startswith("sample_qa:") for i in ids)
