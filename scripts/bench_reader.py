@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 import time
 from pathlib import Path
@@ -40,7 +41,8 @@ from metaqa.tracking.results import write_results  # noqa: E402
 from metaqa.tracking.run import cached_run, run_cached  # noqa: E402
 from metaqa.tracking.tables import markdown_table  # noqa: E402
 
-SQUAD = ROOT.parent / "shared" / "data" / "squad"
+DATA = Path(os.environ.get("METAQA_SHARED_DATA", ROOT.parent / "shared" / "data"))  # gpu_suite.sh sets it
+SQUAD = DATA / "squad"
 READERS = ROOT / "outputs" / "readers"
 REFERENCE = {
     "minilm_squad1": {"data": ["data=squad_v1", "data.name=squad1_all", "data.heldout_theme_fraction=0",
@@ -54,7 +56,7 @@ REFERENCE = {
 
 
 def stage_cfg(name: str, out: Path, overrides: list[str]):
-    return compose_stage(name, out, overrides, root_dir=ROOT)
+    return compose_stage(name, out, [f"paths.shared_data={DATA}", *overrides], root_dir=ROOT)
 
 
 # --------------------------------------------------------------------------- reference readers
@@ -66,6 +68,7 @@ def train_overrides(name: str, args) -> list[str]:
         f"datamodule.eval_batch_size={args.batch_size * 4}", f"module.optimizer.lr={args.lr}", f"seed={args.seed}",
         *([f"trainer.threads={args.threads}"] if args.trainer == "cpu" else []),
         *([f"datamodule.limit_train={args.limit_train}"] if args.limit_train else []),
+        *([f"model.pretrained={args.pretrained}", f"model.tokenizer={args.pretrained}"] if args.pretrained else []),
     ]
 
 
@@ -153,6 +156,7 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=42)
     parser.add_argument("--val-every", type=int, default=1000, help="optimiser steps between dev validations")
     parser.add_argument("--val-questions", type=int, default=500, help="dev-split questions per validation")
+    parser.add_argument("--pretrained", default=None, help="start weights dir (default: the packaged MiniLM)")
     parser.add_argument("--limit-train", type=int, default=None,
                         help="reference: first N training questions only (a smoke run, in <name>_first<N>/)")
     parser.add_argument("--limit-eval", type=int, default=None, help="reference: first N evaluation questions only")
