@@ -1,13 +1,15 @@
 """Training throughput and quality: `metaqa train` against Hugging Face's own recipe, side by side.
 
-    python scripts/bench_train.py                                   # N = 2000 and 8000, every arm
+    python scripts/bench_train.py --hf-fp32-steps 40              # N = 2000 and 8000, every arm
     python scripts/bench_train.py --sizes 2000 --arms metaqa hf_bf16
 
 Arms, each in its own process (peak RSS per arm), same MiniLM-L6 start, first N SQuAD v1.1 train
 questions, batch 16, lr 5e-5, linear schedule with 10% warm-up, weight decay 0.01, gradient clip
 1.0, 1 epoch, seed 42, `--threads` torch threads:
-- `metaqa`      — `metaqa train` with its defaults (precision from the hardware, length-grouped batches);
-- `metaqa_fp32` — the same with `trainer.precision=32-true`;
+- `metaqa`      — `metaqa train` with its defaults (precision from the hardware, length-grouped
+                  batches, attention dropout 0 so attention runs in the fused SDPA kernel);
+- `metaqa_attn_dropout` — the same with the checkpoint's attention dropout (0.1), as the HF arms train;
+- `metaqa_fp32` — defaults but `trainer.precision=32-true`;
 - `hf_fp32`     — `run_qa.py`'s preprocessing (windows padded to max_seq_length 384, its default)
                   + `transformers.Trainer` in fp32;
 - `hf_bf16`     — the Trainer's fastest CPU settings: bf16, dynamic padding, `group_by_length`.
@@ -19,6 +21,8 @@ windows/s is exact, its F1 is then not reported).
 Both sides' readers are scored the same way after training: the same first `--limit-dev` SQuAD
 v1.1 dev questions through metaqa's reader engine (fp32, windows 384/128, n-best 20, max answer
 30) and the official v1.1 metric — so an F1 gap is a training difference, never a scorer one.
+A reader trained in bf16 is also scored with its logits computed under bf16 autocast
+(`dev_f1_bf16_eval`), which is what the Trainer's own evaluation loop does with `bf16=True`.
 
 Writes docs/results/bench_train.json (figures at the largest N) and prints a Markdown table.
 """
@@ -36,13 +40,13 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 SQUAD = ROOT.parent / "shared" / "data" / "squad"
-ARMS = ("metaqa", "metaqa_fp32", "hf_fp32", "hf_bf16")
+ARMS = ("metaqa", "metaqa_attn_dropout", "metaqa_fp32", "hf_fp32", "hf_bf16")
 HPARAMS = {"batch_size": 16, "lr": 5e-5, "warmup_ratio": 0.1, "weight_decay": 0.01, "epochs": 1,
            "max_seq_length": 384, "doc_stride": 128}
 
 
 # --------------------------------------------------------------------------- the two recipes
-def train_metaqa(args, out: Path, precision: str) -> tuple[object, object, dict]:
+def train_metaqa(args, out: Path, precision: str, extra: list[str]) -> tuple[object, object, dict]:
     from hydra import initialize_config_dir
 
     from metaqa.config import CONF_DIR, compose_stage
@@ -57,7 +61,7 @@ def train_metaqa(args, out: Path, precision: str) -> tuple[object, object, dict]
         f"module.optimizer.lr={HPARAMS['lr']}", f"module.warmup_ratio={HPARAMS['warmup_ratio']}",
         f"module.weight_decay={HPARAMS['weight_decay']}", f"seed={args.seed}",
         f"reader.max_seq_length={HPARAMS['max_seq_length']}", f"reader.doc_stride={HPARAMS['doc_stride']}",
-        *args.metaqa_override,
+        *extra, *args.metaqa_override,
     ]
     with initialize_config_dir(str(CONF_DIR), version_base="1.3"):
         cfg = compose_stage("train", out, overrides, root_dir=ROOT)
@@ -67,7 +71,7 @@ def train_metaqa(args, out: Path, precision: str) -> tuple[object, object, dict]
     reader = TorchPredictor.from_dir(out / "reader")
     return reader.net, reader.tokenizer, {
         "windows_per_s": metrics["train/examples_per_s"], "train_windows": metrics["train_windows"],
-        "steps": metrics["global_step"], "precision": metrics["precision"], "overrides": args.metaqa_override}
+        "steps": metrics["global_step"], "precision": metrics["precision"], "overrides": [*extra, *args.metaqa_override]}
 
 
 def prepare_train_features(examples: dict, tokenizer, pad_to_max_length: bool) -> dict:
@@ -179,7 +183,8 @@ def worker(args) -> None:
     out = Path(args.work) / f"{args.worker}_n{args.n}"
     started = time.perf_counter()
     if args.worker.startswith("metaqa"):
-        net, tokenizer, row = train_metaqa(args, out, "auto" if args.worker == "metaqa" else "32-true")
+        extra = ["model.attention_dropout=null"] if args.worker == "metaqa_attn_dropout" else []
+        net, tokenizer, row = train_metaqa(args, out, "32-true" if args.worker == "metaqa_fp32" else "auto", extra)
     else:
         net, tokenizer, row = train_hf(args, out, bf16=args.worker == "hf_bf16")
     row.update(arm=args.worker, n_train=args.n, wall_s=round(time.perf_counter() - started, 1),
@@ -187,9 +192,13 @@ def worker(args) -> None:
     if not row.get("bounded") and args.limit_dev:
         dev = load_source(str(SQUAD / "dev-v1.1.json"))[: args.limit_dev]
         reader = ReaderConfig(HPARAMS["max_seq_length"], HPARAMS["doc_stride"], DecodeConfig(version_2=False))
-        predictions = TorchPredictor(net.float().eval(), tokenizer, reader).predict(dev, batch_size=64)
-        overall, _ = score(dev, predictions, version_2=False)
+        predictor = TorchPredictor(net.float().eval(), tokenizer, reader)
+        overall, _ = score(dev, predictor.predict(dev, batch_size=64), version_2=False)
         row.update(dev_f1=round(overall["f1"], 2), dev_em=round(overall["exact"], 2), dev_questions=len(dev))
+        if row["precision"].startswith("bf16"):  # the same weights read under bf16 autocast, as the
+            with torch.autocast("cpu", dtype=torch.bfloat16):  # Trainer's own evaluation would
+                autocast, _ = score(dev, predictor.predict(dev, batch_size=64), version_2=False)
+            row["dev_f1_bf16_eval"] = round(autocast["f1"], 2)
     row["windows_per_s"] = round(row["windows_per_s"], 2)
     Path(args.result).write_text(json.dumps(row))
 
@@ -209,6 +218,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--sizes", type=int, nargs="+", default=[2000, 8000])
     parser.add_argument("--arms", nargs="+", choices=ARMS, default=list(ARMS))
+    parser.add_argument("--smallest-only", nargs="*", choices=ARMS, default=["metaqa_fp32", "hf_fp32"],
+                        help="arms run at the smallest N only (their windows/s does not depend on N)")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--seed", type=int, default=42)
     parser.add_argument("--limit-dev", type=int, default=1000, help="first N SQuAD v1.1 dev questions (0: no scoring)")
@@ -234,10 +245,12 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         for n in args.sizes:
             for arm in args.arms:
+                if arm in args.smallest_only and n != min(args.sizes):
+                    continue
                 rows.append(run_arm(arm, n, args, Path(tmp)))
                 print(json.dumps(rows[-1]), flush=True)
     columns = ["arm", "n_train", "precision", "train_windows", "steps", "windows_per_s", "wall_s",
-               "peak_rss_mb", "dev_f1", "dev_em"]
+               "peak_rss_mb", "dev_f1", "dev_em", "dev_f1_bf16_eval"]
     print(markdown_table(rows, columns))
     top = max(args.sizes)
     at = {r["arm"]: r for r in rows if r["n_train"] == top}

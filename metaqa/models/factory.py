@@ -71,11 +71,14 @@ def load_tokenizer(model_cfg: DictConfig | dict):
 def build_qa_model(model_cfg: DictConfig | dict, vocab_size: int | None = None):
     """A `*ForQuestionAnswering` model: pretrained weights, or the architecture with random ones."""
     cfg = _as_dict(model_cfg)
+    # attention dropout 0 lets training use the fused SDPA kernel (with dropout torch falls back to
+    # the materialised attention matrix); null keeps the checkpoint's own value
+    overrides = {} if cfg.get("attention_dropout") is None else {"attention_probs_dropout_prob": float(cfg["attention_dropout"])}
     if cfg.get("pretrained"):
         return _from_pretrained(
-            AutoModelForQuestionAnswering, cfg["pretrained"], cfg.get("allow_download", False), "model"
+            AutoModelForQuestionAnswering, cfg["pretrained"], cfg.get("allow_download", False), "model", **overrides
         )
-    arch = dict(cfg.get("architecture") or {})
+    arch = {**dict(cfg.get("architecture") or {}), **overrides}
     if "model_type" not in arch:
         raise ValueError(
             f"model '{cfg.get('name')}': model.pretrained is null, so model.architecture.model_type "

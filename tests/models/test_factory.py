@@ -49,3 +49,14 @@ def test_packaged_minilm_trains_a_step_and_loss_falls():
         opt.step()
         losses.append(loss.item())
     assert losses[-1] < losses[0] * 0.8, losses
+
+
+@pytest.mark.parametrize("value, expected", [(0.0, 0.0), (0.25, 0.25), (None, 0.1)])
+def test_attention_dropout_overrides_the_checkpoint_or_keeps_it(value, expected):
+    net = build_qa_model({"name": "minilm_l6", "pretrained": "packaged", "attention_dropout": value})
+    assert net.config.attention_probs_dropout_prob == expected  # MiniLM's own: 0.1
+    assert net.config.hidden_dropout_prob == 0.1  # only attention's changes
+    tiny = build_qa_model({"name": "tiny", "pretrained": None, "attention_dropout": value,
+                           "architecture": {"model_type": "bert", "hidden_size": 32, "num_hidden_layers": 1,
+                                            "num_attention_heads": 2, "intermediate_size": 64}})
+    assert tiny.config.attention_probs_dropout_prob == expected
