@@ -16,6 +16,7 @@ STAGES = {
     "synth": ("metaqa.stages.synth", "generate QA pairs for unannotated paragraphs (NER → cloze questions → roundtrip filter)"),
     "meta_train": ("metaqa.stages.meta_train", "meta-learn a reader across themes (MAML, FOMAML, Reptile; multitask baseline)"),
     "finetune": ("metaqa.stages.finetune", "adapt a (meta-)reader to one target theme with k examples; F1 before/after"),
+    "serve": ("metaqa.stages.serve", "an ONNX reader as an HTTP JSON service (FastAPI): POST /answer, GET /health, page at /"),
     "pipeline": ("metaqa.stages.pipeline", "question + theme → retrieve paragraphs → read → answer"),
     "pipeline_eval": ("metaqa.stages.pipeline_eval", "paragraph accuracy, F1, latency and DevRev theme score of the pipeline"),
     "report": ("metaqa.stages.report", "one table + plots over every run of a run or sweep dir"),

@@ -150,7 +150,7 @@ def main() -> None:
     parser.add_argument("--subsets", type=int, nargs="*", default=[])
     parser.add_argument("--trainer", default="gpu" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--threads", type=int, default=2, help="torch threads on CPU")
-    parser.add_argument("--epochs", type=int, default=1)
+    parser.add_argument("--epochs", type=int, default=None, help="default: 2 for --reference, 1 for --subsets")
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--lr", type=float, default=1e-4)
     parser.add_argument("--seed", type=int, default=42)
@@ -173,11 +173,14 @@ def main() -> None:
     if args.limit_train or args.limit_eval:  # a smoke run never replaces a reference figure
         args.out = args.out.with_name(args.out.stem + "_smoke.json")
     with initialize_config_dir(str(CONF_DIR), version_base="1.3"):
+        epochs = args.epochs
+        args.epochs = epochs or 2
         for name in args.reference:
             key = name if not (args.limit_train or args.limit_eval) else f"{name}_smoke"
             figures[key] = reference(name, args)
             print(json.dumps({k: v for k, v in figures[key].items() if k != "learning_curve"}), flush=True)
         if args.subsets:
+            args.epochs = epochs or 1
             READERS.mkdir(parents=True, exist_ok=True)
             figures["subsets"] = [subset(n, args, READERS / "subsets") for n in args.subsets]
     rows = [v for k, v in figures.items() if k != "subsets"]

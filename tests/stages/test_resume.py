@@ -97,6 +97,13 @@ def test_killed_train_run_resumes_mid_epoch_to_the_same_weights(prep_dir, stage_
     assert step % 5  # mid-epoch: the resumed run skipped the batches the killed one had consumed
 
 
+def test_killed_train_run_with_token_budget_batches_resumes_to_the_same_weights(prep_dir, stage_cfg, tmp_path):
+    common = [f"data.prep_dir={prep_dir}", *TRAIN, "datamodule.max_tokens=384", "trainer.max_steps=20",
+              "trainer.val_check_interval=10", "trainer.check_val_every_n_epoch=null",
+              "callbacks.periodic_checkpoint.every_n_train_steps=7"]
+    straight_then_killed_and_resumed("train", common, 20, stage_cfg, tmp_path)
+
+
 def test_killed_meta_train_run_resumes_to_the_same_weights(prep_dir, stage_cfg, tmp_path):
     common = [f"data.prep_dir={prep_dir}", *META, "trainer.max_steps=10",
               "callbacks.periodic_checkpoint.every_n_train_steps=3"]

@@ -1,0 +1,1 @@
+"""Serving a reader over HTTP: micro-batching and the FastAPI app (used by `metaqa serve`)."""
