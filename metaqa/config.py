@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 from pathlib import Path
 
 from omegaconf import DictConfig, OmegaConf
@@ -20,6 +21,9 @@ def register_resolvers() -> None:
     for name, fn in {
         "metaqa_package": lambda: str(PACKAGE_DIR),
         "metaqa_repo": lambda: str(PACKAGE_DIR.parent),
+        # = hydra:runtime.cwd (jobs never chdir), but resolvable before Hydra sets its config: a
+        # launcher plugin's config (submitit's `${hydra.sweep.dir}/.submitit`) is resolved then
+        "metaqa_cwd": lambda: os.getcwd(),
     }.items():
         if not OmegaConf.has_resolver(name):
             OmegaConf.register_new_resolver(name, fn)

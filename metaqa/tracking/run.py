@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 import hydra
+from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
@@ -288,3 +289,24 @@ def log_hyperparams(loggers: list, cfg: DictConfig) -> None:
     resolved = resolved_config(cfg)
     for logger in loggers:
         logger.log_hyperparams(resolved)
+
+
+class SweepFailures(Callback):
+    """A Hydra callback (conf/hydra/default.yaml) that runs in the sweep's own process: after the
+    last job it adds the jobs of this sweep whose summary.json says failed to FAILED_JOBS, so
+    `metaqa <stage> -m` exits 1 whatever the launcher (submitit and Ray run the jobs in other
+    processes, where `run_stage` cannot reach this process's list)."""
+
+    def on_multirun_start(self, config: DictConfig, **kwargs) -> None:
+        self.started = time.time()
+
+    def on_multirun_end(self, config: DictConfig, **kwargs) -> None:
+        sweep_dir = Path(str(config.hydra.sweep.dir))
+        for path in sorted(sweep_dir.glob(f"*/{SUMMARY}")) + sorted(sweep_dir.glob(f"*/*/{SUMMARY}")):
+            try:
+                summary = json.loads(path.read_text())
+            except (OSError, ValueError):
+                continue
+            fresh = path.stat().st_mtime >= getattr(self, "started", 0) - 1
+            if fresh and summary.get("status") == "failed" and str(path.parent) not in FAILED_JOBS:
+                FAILED_JOBS.append(str(path.parent))

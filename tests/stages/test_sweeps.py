@@ -86,3 +86,23 @@ def test_optuna_two_objectives_two_trials(prepared, tmp_path):
     metaqa("report", f"dir={sweep}", cwd=tmp_path)
     assert "2 runs: 2 ok, 0 failed" in (sweep / "report" / "report.md").read_text()
     assert is_png(sweep / "report" / "f1_vs_latency.png")
+
+
+def test_submitit_local_sweep_keeps_the_failure_and_resume_semantics(prepared, tmp_path):
+    """The same grid through hydra-submitit-launcher's local executor (jobs in their own
+    processes): the failed job is reported and the exit status is 1, the rerun after the fix runs
+    only that job."""
+    pytest.importorskip("hydra_plugins.hydra_submitit_launcher")
+    sweep, later = tmp_path / "grid", tmp_path / "later"
+    grid = ["train", "-m", "hydra/launcher=submitit_local", "hydra.launcher.timeout_min=10", *TINY,
+            f"data.prep_dir={prepared}", "trainer.max_steps=2",
+            f"datamodule.train_source={prepared / 'train'},{later}", f"hydra.sweep.dir={sweep}"]
+    done = metaqa(*grid, cwd=tmp_path, returncode=1)
+    assert done.stderr.splitlines()[-1].endswith(f"reruns only them): {sweep / '1'}")
+    assert {k: s["status"] for k, s in summaries(sweep).items()} == {"0": "ok", "1": "failed"}
+    assert list((sweep / ".submitit").iterdir())  # submitit's own job folders
+    shutil.copytree(prepared / "train", later)
+    before = (sweep / "0" / "summary.json").read_bytes()
+    metaqa(*grid, cwd=tmp_path)
+    assert {k: s["status"] for k, s in summaries(sweep).items()} == {"0": "ok", "1": "ok"}
+    assert (sweep / "0" / "summary.json").read_bytes() == before  # skipped: done with the same config
