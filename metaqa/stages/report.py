@@ -12,7 +12,7 @@ from omegaconf import DictConfig
 
 from metaqa.config import CONF_DIR, ConfigError
 from metaqa.fileio import write_csv, write_text_atomic
-from metaqa.tracking.plots import latency_plot, pareto_plot, per_theme_plot
+from metaqa.tracking.plots import latency_plot, learning_curve_plot, pareto_plot, per_theme_plot
 from metaqa.tracking.report import (
     best_runs,
     collect_runs,
@@ -22,6 +22,7 @@ from metaqa.tracking.report import (
     headline_metrics,
     latency_metric,
     latency_samples,
+    learning_curves,
     markdown,
     per_theme_series,
     run_label,
@@ -71,6 +72,10 @@ def run(cfg: DictConfig) -> dict:
             title=f"{cfg.per_theme_metric} per theme, {what}")
     else:
         notes.append("Per-theme plot: no run has per-theme metrics (val_per_theme.json, metrics.json, per_theme.json).")
+    curves = learning_curves(runs, cfg.max_series)
+    if curves:
+        plots["learning curves"] = learning_curve_plot(curves, out / "learning_curves.png",
+                                                       title="dev F1 while training, per run")
     samples = latency_samples(runs)
     if samples:
         plots["latency per export variant"] = latency_plot(samples, out / "latency.png",

@@ -362,3 +362,17 @@ def latency_samples(runs: Sequence[Run], limit: int = 16) -> dict[str, list[floa
         prefix = f"{run_label(run, keys)}: " if len(having) > 1 else ""
         samples.update({f"{prefix}{name}": xs for name, xs in run.latencies.items()})
     return dict(list(samples.items())[:limit])
+
+
+def learning_curves(runs: Sequence[Run], max_runs: int = 8) -> dict[str, list[dict]]:
+    """{run name: points} of the runs that logged a learning curve (train / meta-train runs with
+    the LearningCurve callback: learning_curve.json), at most `max_runs`."""
+    curves = {}
+    for run in runs:
+        path = run.path / "learning_curve.json"
+        points = _read_json(path) if path.is_file() else None
+        if isinstance(points, list) and len(points) > 1:
+            curves[run.name] = points
+        if len(curves) >= max_runs:
+            break
+    return curves

@@ -170,3 +170,13 @@ def test_finetune_runs_are_ranked_by_after_f1_not_before(stage_cfg, tmp_path):
     md = (root / "report" / "report.md").read_text()
     assert "Best `finetune` run by its optimized_metric `after/f1`: **55.00**, run `1`" in md
     assert f1_metric(collect_runs(root)) == "after/f1"  # the F1 axis too
+
+
+def test_report_plots_the_runs_learning_curves(stage_cfg, sweep):
+    for job, f1s in {0: [5.0, 20.0, 30.0], 1: [8.0, 30.0, 45.0]}.items():
+        write(sweep / str(job) / "learning_curve.json", [{"step": 100 * (i + 1), "f1": f} for i, f in enumerate(f1s)])
+    out = sweep / "report"
+    run_stage("report", report.run, stage_cfg("report", [f"dir={sweep}"], out=out))
+    assert json.loads((out / "summary.json").read_text())["metrics"]["plots"] == 3
+    assert "![learning curves](learning_curves.png)" in (out / "report.md").read_text()
+    assert is_png(out / "learning_curves.png")
