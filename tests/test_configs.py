@@ -15,7 +15,7 @@ GROUPS = {g: sorted(p.stem for p in (CONF_DIR / g).glob("*.yaml"))
 
 @pytest.mark.parametrize("base", BASES)
 def test_base_configs_compose_and_resolve(stage_cfg, base):
-    needs_model_dir = ("bench", "eval", "export", "finetune", "pipeline", "pipeline_eval", "predict")
+    needs_model_dir = ("bench", "eval", "export", "finetune", "pipeline", "pipeline_eval", "predict", "serve")
     overrides = ["model_dir=/tmp/x"] if base in needs_model_dir else []
     overrides += ["dir=/tmp/x"] if base == "report" else []
     cfg = stage_cfg(base, overrides)
