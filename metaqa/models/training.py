@@ -3,8 +3,8 @@ numeric precision chosen from the hardware, the thread settings, and both logged
 
 `trainer.precision: auto` picks `bf16-mixed` on a GPU and on a CPU whose ISA multiplies bf16
 natively (AVX512-BF16 or AMX), else `32-true`: without those instructions bf16 is emulated and
-slower than fp32. Measured on a 2-core AMD EPYC with AVX512-BF16: 40 steps of 16 SQuAD windows,
-5.3 windows/s fp32 vs 7.4 bf16-mixed, and a 10k-question epoch reached the same dev F1.
+slower than fp32. Measured on a 2-core AMD EPYC with AVX512-BF16 (docs/RESULTS.md, "Training
+throughput"): 40 steps of 16 SQuAD windows, 5.79 windows/s fp32 vs 8.65 bf16-mixed.
 Validation and every exported reader stay fp32 (the reader module turns autocast off there).
 """
 from __future__ import annotations

@@ -35,7 +35,7 @@ def run(cfg: DictConfig) -> dict:
     splits = split_records(records, heldout, data.dev_fraction, data.seed)
     negatives = data.get("negatives")
     if negatives and negatives.get("fraction"):  # built per split: a question and its twin never straddle two
-        for split, rows in splits.items():
+        for rows in splits.values():
             rows.extend(hard_negatives(rows, records, negatives.fraction, negatives.get("seed", data.seed),
                                        progress=True))
     manifest = manifest_rows(splits, heldout)
