@@ -63,8 +63,8 @@ def stage_cfg(name: str, out: Path, overrides: list[str]):
 def train_overrides(name: str, args) -> list[str]:
     return [
         *REFERENCE[name]["data"], "model=minilm_l6", f"trainer={args.trainer}", "logger=csv", "callbacks=default",
-        f"trainer.max_epochs={args.epochs}", f"trainer.val_check_interval={args.val_every}",
-        f"datamodule.limit_val={args.val_questions}", f"datamodule.batch_size={args.batch_size}",
+        f"trainer.max_epochs={args.epochs}", f"trainer.max_steps={args.max_steps or -1}",
+        f"trainer.val_check_interval={args.val_every}", f"datamodule.limit_val={args.val_questions}", f"datamodule.batch_size={args.batch_size}",
         f"datamodule.eval_batch_size={args.batch_size * 4}", f"module.optimizer.lr={args.lr}", f"seed={args.seed}",
         *([f"trainer.threads={args.threads}"] if args.trainer == "cpu" else []),
         *([f"datamodule.limit_train={args.limit_train}"] if args.limit_train else []),
@@ -73,7 +73,9 @@ def train_overrides(name: str, args) -> list[str]:
 
 
 def run_dir(name: str, args) -> Path:
-    return READERS / (f"{name}_first{args.limit_train}" if args.limit_train else name)
+    """The full-data run owns `<name>`; a budgeted or smoke run gets its own dir, so none resumes another."""
+    suffix = (f"_first{args.limit_train}" if args.limit_train else "") + (f"_steps{args.max_steps}" if args.max_steps else "")
+    return READERS / f"{name}{suffix}"
 
 
 def train_reference(name: str, args) -> tuple[Path, dict]:
@@ -119,7 +121,8 @@ def reference(name: str, args) -> dict:
         "reader": name, "trained_on": REFERENCE[name]["trained_on"], "dir": str(out.relative_to(ROOT)),
         **score_reference(name, out, args),
         "n_train": int(metrics["train_questions"]), "train_windows": int(metrics["train_windows"]),
-        "steps": int(metrics["global_step"]), "epochs": args.epochs, "batch_size": args.batch_size, "lr": args.lr,
+        "steps": int(metrics["global_step"]), "epochs": args.epochs, "max_steps": args.max_steps,
+        "epochs_seen": round(int(metrics["global_step"]) * args.batch_size / int(metrics["train_windows"]), 3), "batch_size": args.batch_size, "lr": args.lr,
         "precision": metrics.get("precision"), "train_windows_per_s": round(metrics["train/examples_per_s"], 2),
         "wall_s": metrics.get("train/wall_s"), "peak_rss_mb": metrics.get("peak_rss_mb"),
         "learning_curve": json.loads(curve_path.read_text()) if curve_path.exists() else [],
@@ -151,6 +154,9 @@ def main() -> None:
     parser.add_argument("--trainer", default="gpu" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--threads", type=int, default=2, help="torch threads on CPU")
     parser.add_argument("--epochs", type=int, default=None, help="default: 2 for --reference, 1 for --subsets")
+    parser.add_argument("--max-steps", type=int, default=None,
+                        help="reference: stop (and end the LR schedule) after N optimiser steps — a session-sized "
+                             "budget; the run gets its own dir <name>_steps<N> and the figures record it")
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--lr", type=float, default=1e-4)
     parser.add_argument("--seed", type=int, default=42)

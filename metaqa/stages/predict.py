@@ -4,6 +4,10 @@ Input: `question=... context=...` (one question, printed too), or `input=<file>`
 with question, context[, id], or any format the readers support (SQuAD JSON, DevRev / SubjQA
 CSV, a shard dir), which also carry gold answers and are then scored. Output: JSONL with id,
 answer, score, start, end, null_score in `output` (default `<run dir>/predictions.jsonl`).
+
+`engine=ray` runs the same reader on Ray Data over an actor pool (`metaqa.serving.ray_batch`):
+`input` may be a folder or a glob, answers go to resumable shard files under
+`engine.output_dir`, bad rows to its errors.jsonl; it does not score (use `metaqa eval`).
 """
 from __future__ import annotations
 
@@ -13,7 +17,7 @@ import time
 from pathlib import Path
 
 import hydra
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 
 from metaqa.config import CONF_DIR, ConfigError, check_input_file
 from metaqa.evaluation.scoring import score
@@ -52,6 +56,8 @@ def run(cfg: DictConfig) -> dict:
     if not model_dir.is_dir():
         raise ConfigError("model_dir", f"{model_dir} is not a directory",
                           "pass model_dir=<export run>/onnx (run `metaqa export model_dir=<reader dir>` first)")
+    if cfg.engine.name == "ray":
+        return run_on_ray(cfg, model_dir)
     reader = ReaderConfig.from_cfg(cfg.reader)
     records, labelled = load_inputs(cfg)
     try:
@@ -76,6 +82,28 @@ def run(cfg: DictConfig) -> dict:
     else:
         print(f"{len(predictions)} predictions → {path}" + (f" (F1 {metrics['f1']:.2f})" if labelled else ""))
     return metrics
+
+
+def run_on_ray(cfg: DictConfig, model_dir: Path) -> dict:
+    from metaqa.serving.ray_batch import predict_dataset
+
+    if not cfg.input:
+        raise ConfigError("input", "engine=ray answers files, not one question",
+                          "pass input=<file | folder | 'glob/*.jsonl'> (or drop engine=ray for question=/context=)")
+    engine = cfg.engine
+    try:
+        summary = predict_dataset(
+            cfg.input, model_dir, engine.output_dir, reader=OmegaConf.to_container(cfg.reader, resolve=True),
+            fmt=cfg.format, actors=engine.actors, threads_per_actor=engine.threads_per_actor,
+            batch_rows=engine.batch_rows, batch_size=cfg.batch_size, shard_rows=engine.shard_rows,
+            output_format=engine.output_format, address=engine.address, num_cpus=engine.num_cpus)
+    except FileNotFoundError as err:
+        raise ConfigError("input", str(err), "pass input=<file | folder | 'glob/*.jsonl'>") from err
+    except ValueError as err:
+        raise ConfigError("engine", str(err), "see conf/engine/ray.yaml for the settings") from err
+    print(f"{summary['written']} answers in {summary['shards']} shards → {summary['output_dir']} "
+          f"({summary['shards_skipped']} shards already done, {summary['errors']} bad rows → errors.jsonl)")
+    return {k: v for k, v in summary.items() if isinstance(v, (int, float))}
 
 
 @hydra.main(version_base="1.3", config_path=str(CONF_DIR), config_name="predict")

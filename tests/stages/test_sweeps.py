@@ -88,19 +88,29 @@ def test_optuna_two_objectives_two_trials(prepared, tmp_path):
     assert is_png(sweep / "report" / "f1_vs_latency.png")
 
 
-def test_submitit_local_sweep_keeps_the_failure_and_resume_semantics(prepared, tmp_path):
-    """The same grid through hydra-submitit-launcher's local executor (jobs in their own
-    processes): the failed job is reported and the exit status is 1, the rerun after the fix runs
-    only that job."""
-    pytest.importorskip("hydra_plugins.hydra_submitit_launcher")
+LAUNCHERS = {  # plugin module, overrides, where the launcher keeps its own job files
+    "submitit_local": ("hydra_plugins.hydra_submitit_launcher", ["hydra.launcher.timeout_min=10"], ".submitit"),
+    "ray": ("hydra_plugins.hydra_ray_launcher", ["+hydra.launcher.ray.init.num_cpus=2",
+                                                 "+hydra.launcher.ray.init.include_dashboard=false"], None),
+}
+
+
+@pytest.mark.parametrize("launcher", sorted(LAUNCHERS))
+def test_cluster_launcher_sweep_keeps_the_failure_and_resume_semantics(launcher, prepared, tmp_path):
+    """The same grid through hydra-submitit-launcher's local executor and hydra-ray-launcher on a
+    local Ray (jobs in their own processes): the failed job is reported and the exit status is 1,
+    the rerun after the fix runs only that job."""
+    plugin, overrides, own_files = LAUNCHERS[launcher]
+    pytest.importorskip(plugin)
     sweep, later = tmp_path / "grid", tmp_path / "later"
-    grid = ["train", "-m", "hydra/launcher=submitit_local", "hydra.launcher.timeout_min=10", *TINY,
+    grid = ["train", "-m", f"hydra/launcher={launcher}", *overrides, *TINY,
             f"data.prep_dir={prepared}", "trainer.max_steps=2",
             f"datamodule.train_source={prepared / 'train'},{later}", f"hydra.sweep.dir={sweep}"]
     done = metaqa(*grid, cwd=tmp_path, returncode=1)
     assert done.stderr.splitlines()[-1].endswith(f"reruns only them): {sweep / '1'}")
     assert {k: s["status"] for k, s in summaries(sweep).items()} == {"0": "ok", "1": "failed"}
-    assert list((sweep / ".submitit").iterdir())  # submitit's own job folders
+    if own_files:
+        assert list((sweep / own_files).iterdir())  # e.g. submitit's own job folders
     shutil.copytree(prepared / "train", later)
     before = (sweep / "0" / "summary.json").read_bytes()
     metaqa(*grid, cwd=tmp_path)
