@@ -34,9 +34,10 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any, Iterable, Iterator, Sequence
 
-from metaqa.export.io import prediction_row, read_questions
 from metaqa.fileio import write_jsonl, write_text_atomic
-from metaqa.inference import OnnxPredictor, ReaderConfig, make_record
+
+# The reader (and with it torch) is imported where it is used: a worker that only reads shards
+# starts in a fraction of a second.
 
 log = logging.getLogger(__name__)
 
@@ -94,6 +95,8 @@ def plan_shards(files: Sequence[Path], shard_rows: int, fmt: str = "auto") -> li
         elif path.is_file() and path.suffix == ".parquet":
             shards.extend(_parquet_shards(path, stem))
         else:
+            from metaqa.export.io import read_questions
+
             records, _ = read_questions(path, fmt)
             for k, lo in enumerate(range(0, len(records), shard_rows)):
                 chunk = [(r.id, r.question, r.context) for r in records[lo: lo + shard_rows]]
@@ -191,11 +194,15 @@ class ReaderActor:
     """One reader replica in Ray Data's actor pool: answers a batch of rows (pyarrow in and out)."""
 
     def __init__(self, model_dir: str, threads: int, reader: dict, batch_size: int) -> None:
+        from metaqa.inference import OnnxPredictor, ReaderConfig
+
         self.predictor = OnnxPredictor(model_dir, threads=threads, reader=ReaderConfig.from_cfg(reader))
         self.batch_size = batch_size
 
     def __call__(self, batch):
         import pyarrow as pa
+
+        from metaqa.export.io import prediction_row
 
         rows = batch.to_pylist()
         good = [r for r in rows if not r["error"]]
@@ -211,6 +218,8 @@ class ReaderActor:
 
     def _answer(self, rows: list[dict]) -> list:
         """A prediction (or an error message) per row: the batch at once, row by row if it fails."""
+        from metaqa.inference import make_record
+
         records = [make_record(r["question"], r["context"], r["id"]) for r in rows]
         try:
             return self._predict(records)
@@ -251,6 +260,8 @@ def predict_dataset(inputs: str | Sequence[str], model_dir: str | Path, output_d
     """Answer every question of `inputs` into shard files under `output_dir`; a summary dict."""
     import ray
 
+    from metaqa.inference import OnnxPredictor
+
     if output_format not in OUTPUT_FORMATS:
         raise ValueError(f"output_format must be one of {OUTPUT_FORMATS}, got {output_format!r}")
     model_dir = Path(model_dir).resolve()
@@ -267,6 +278,7 @@ def predict_dataset(inputs: str | Sequence[str], model_dir: str | Path, output_d
              len(done), len(pending))
     started = time.perf_counter()
     answered = written = 0
+    clock = _Clock()
     if pending:
         started_ray = not ray.is_initialized()
         if started_ray:
@@ -274,7 +286,7 @@ def predict_dataset(inputs: str | Sequence[str], model_dir: str | Path, output_d
                      include_dashboard=False, log_to_driver=False, ignore_reinit_error=True)
         try:
             for shard, rows in _stream(pending, model_dir, reader or {}, actors, threads_per_actor, batch_rows,
-                                       batch_size, progress):
+                                       batch_size, progress, clock):
                 answered += sum(bool(r["answer"]) for r in rows if not r["error"])
                 written += _write_shard(out, shard, rows, output_format)
         finally:
@@ -285,11 +297,35 @@ def predict_dataset(inputs: str | Sequence[str], model_dir: str | Path, output_d
     questions = sum(s.rows for s in pending)
     return {"shards": len(shards), "shards_skipped": len(done), "questions": questions, "written": written,
             "answered": answered, "errors": errors, "seconds": seconds,
-            "questions_per_s": questions / seconds if questions else 0.0, "output_dir": str(out)}
+            "questions_per_s": questions / seconds if questions else 0.0,
+            "startup_s": clock.first - started if clock.first else None,
+            "steady_questions_per_s": clock.steady_rate(), "output_dir": str(out)}
+
+
+class _Clock:
+    """When answers came back: the first batch marks the end of start-up (actors up, first batch
+    read); the rate after it is the steady state that a long job runs at."""
+
+    def __init__(self) -> None:
+        self.first = self.last = None
+        self.after_first = 0
+
+    def tick(self, rows: int) -> None:
+        now = time.perf_counter()
+        if self.first is None:
+            self.first = now
+        else:
+            self.after_first += rows
+        self.last = now
+
+    def steady_rate(self) -> float | None:
+        if self.first is None or self.last == self.first:
+            return None
+        return self.after_first / (self.last - self.first)
 
 
 def _stream(pending: list[Shard], model_dir: Path, reader: dict, actors: int, threads: int, batch_rows: int,
-            batch_size: int, progress: bool) -> Iterator[tuple[Shard, list[dict]]]:
+            batch_size: int, progress: bool, clock: _Clock) -> Iterator[tuple[Shard, list[dict]]]:
     """(shard, its rows in input order) as each shard's last answer comes back."""
     import ray
     from ray.data import ActorPoolStrategy, DataContext
@@ -302,7 +338,8 @@ def _stream(pending: list[Shard], model_dir: Path, reader: dict, actors: int, th
     context.target_max_block_size = max(64 * 1024, int(batch_rows * max(s.nbytes / s.rows for s in pending) * 1.2))
     try:
         ds = (ray.data.from_items([asdict(s) for s in pending], override_num_blocks=len(pending))
-              .flat_map(read_shard, num_cpus=0)  # light work: it must not wait for the actors' CPUs
+              # light work: no CPU reserved (it must not wait for the actors'), as many readers as actors
+              .flat_map(read_shard, num_cpus=0, concurrency=actors)
               .map_batches(ReaderActor, batch_size=batch_rows, batch_format="pyarrow",
                            compute=ActorPoolStrategy(size=actors), num_cpus=threads,
                            fn_constructor_kwargs={"model_dir": str(model_dir), "threads": threads, "reader": reader,
@@ -311,6 +348,7 @@ def _stream(pending: list[Shard], model_dir: Path, reader: dict, actors: int, th
         buffers: dict[str, list[dict]] = defaultdict(list)
         with tqdm(total=sum(s.rows for s in pending), desc="predict (ray)", unit="q", disable=not progress) as bar:
             for batch in ds.iter_batches(batch_format="pyarrow", batch_size=None):
+                clock.tick(batch.num_rows)
                 for row in batch.to_pylist():
                     buffer = buffers[row["shard"]]
                     buffer.append(row)
