@@ -11,6 +11,7 @@ STAGES = {
     "train": ("metaqa.stages.train", "fine-tune a reader (Lightning)"),
     "eval": ("metaqa.stages.eval", "score a save_pretrained reader dir (SQuAD v2 metric)"),
     "export": ("metaqa.stages.export", "reader dir → ONNX (fp32, optimized, int8), gated on parity with PyTorch"),
+    "compress": ("metaqa.stages.compress", "a smaller reader from a trained one: truncate layers, prune heads/FFN, distill"),
     "predict": ("metaqa.stages.predict", "answer questions with an exported ONNX dir (onnxruntime)"),
     "bench": ("metaqa.stages.bench", "export variants vs transformers.pipeline: latency p50/p95/p99, throughput, size, F1"),
     "synth": ("metaqa.stages.synth", "generate QA pairs for unannotated paragraphs (NER → cloze questions → roundtrip filter)"),

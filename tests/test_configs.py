@@ -18,6 +18,7 @@ def test_base_configs_compose_and_resolve(stage_cfg, base):
     needs_model_dir = ("bench", "eval", "export", "finetune", "pipeline", "pipeline_eval", "predict", "serve")
     overrides = ["model_dir=/tmp/x"] if base in needs_model_dir else []
     overrides += ["dir=/tmp/x"] if base == "report" else []
+    overrides += ["teacher_dir=/tmp/x"] if base == "compress" else []
     cfg = stage_cfg(base, overrides)
     assert resolved_config(cfg)
 

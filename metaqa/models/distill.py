@@ -1,0 +1,92 @@
+"""Knowledge distillation as a LightningModule: a student reader trained on a teacher's soft
+start/end distributions and the gold spans (`metaqa.models.compress.distill_loss`).
+
+The teacher's logits for every training window are computed once, when fitting starts (one
+no-grad pass, batched, fp32), and kept as one float16 array per window; every epoch reads them
+by the batch's `feature_index`. Teacher and student tokenise identically (the student is cut from
+the teacher, or shares its tokenizer), so window i has the same positions for both.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+
+from metaqa.data.features import FeatureDataset, model_inputs
+from metaqa.models.compress import distill_loss
+from metaqa.models.reader import ReaderModule
+
+
+class TeacherCache:
+    """Per-window teacher (start, end) logits, computed on first use; `passes` counts the
+    teacher's forward passes (once per fit, however many epochs)."""
+
+    def __init__(self, teacher_dir: str | Path, batch_size: int = 64) -> None:
+        self.teacher_dir = str(teacher_dir)
+        self.batch_size = batch_size
+        self.start: list[np.ndarray] = []
+        self.end: list[np.ndarray] = []
+        self.passes = 0
+        self._key = None
+
+    def ensure(self, features, pad_token_id: int) -> None:
+        key = (id(features), len(features))
+        if self._key == key:
+            return
+        from transformers import AutoModelForQuestionAnswering
+
+        teacher = AutoModelForQuestionAnswering.from_pretrained(self.teacher_dir, local_files_only=True).eval()
+        dataset = FeatureDataset(features, pad_token_id)
+        self.start, self.end = [None] * len(features), [None] * len(features)
+        order = np.argsort([len(ids) for ids in features.encodings["input_ids"]])  # similar lengths: less padding
+        with torch.inference_mode():
+            for lo in tqdm(range(0, len(order), self.batch_size), desc="teacher logits", unit="batch"):
+                idx = order[lo: lo + self.batch_size]
+                batch = dataset.collate([dataset[int(i)] for i in idx])
+                out = teacher(**model_inputs(batch))
+                lengths = batch["attention_mask"].sum(1).tolist()
+                for row, i in enumerate(idx):
+                    n = lengths[row]
+                    self.start[i] = out.start_logits[row, :n].numpy().astype(np.float16)
+                    self.end[i] = out.end_logits[row, :n].numpy().astype(np.float16)
+                self.passes += 1
+        self._key = key
+
+    def gather(self, feature_index: torch.Tensor, width: int) -> tuple[torch.Tensor, torch.Tensor]:
+        start = np.zeros((len(feature_index), width), dtype=np.float32)
+        end = np.zeros_like(start)
+        for row, i in enumerate(feature_index.tolist()):
+            n = len(self.start[i])
+            start[row, :n], end[row, :n] = self.start[i], self.end[i]
+        return torch.from_numpy(start), torch.from_numpy(end)
+
+
+class DistillModule(ReaderModule):
+    """`ReaderModule` whose training loss is `distill_loss` against a teacher reader dir
+    (`alpha=0`: gold spans only, i.e. plain fine-tuning of a compressed student)."""
+
+    def __init__(self, net, optimizer, teacher_dir: str, temperature: float = 2.0, alpha: float = 0.5,
+                 teacher_batch_size: int = 64, **kwargs) -> None:
+        super().__init__(net, optimizer, **kwargs)
+        self.save_hyperparameters(ignore=["net", "optimizer"], logger=False)
+        self.teacher = TeacherCache(teacher_dir, teacher_batch_size)
+
+    def on_fit_start(self) -> None:
+        if self.hparams.alpha > 0:
+            dm = self.trainer.datamodule
+            self.teacher.ensure(dm.train_features, dm.tokenizer.pad_token_id)
+
+    def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor:
+        out = self.net(**model_inputs(batch))
+        mask = batch["attention_mask"].bool()
+        if self.hparams.alpha > 0:
+            t_start, t_end = self.teacher.gather(batch["feature_index"], mask.shape[1])
+            t_start, t_end = t_start.to(out.start_logits), t_end.to(out.end_logits)
+        else:
+            t_start, t_end = out.start_logits.detach(), out.end_logits.detach()
+        loss = distill_loss(out.start_logits, out.end_logits, t_start, t_end, batch["start_positions"],
+                            batch["end_positions"], self.hparams.temperature, self.hparams.alpha, mask)
+        self.log("train/loss", loss, prog_bar=True, batch_size=len(batch["input_ids"]))
+        return loss

@@ -1,0 +1,90 @@
+"""`metaqa compress`: a smaller reader cut from a trained one, then trained (distilled) to recover.
+
+Steps, in this order, each chosen in the `compress` config group (`compress=[truncate,prune,distill]`):
+1. `truncate`: keep k of the teacher's layers (`metaqa.models.compress.choose_layers`).
+2. `prune`: remove the least important heads and FFN neurons (gradient × activation on
+   `calibration_batches` training batches).
+3. train the student with `metaqa train`'s machinery and config (data, trainer, callbacks,
+   validation on the dev split): distilled from the teacher with `distill`
+   (`metaqa.models.distill.DistillModule`: teacher logits cached once), on gold spans without it.
+The student before training is `<run>/student_init`; the trained one `<run>/reader`, a normal
+reader dir. Metrics add the teacher's and student's parameter counts and what was removed.
+"""
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import hydra
+from omegaconf import DictConfig, OmegaConf
+
+from metaqa.config import CONF_DIR, ConfigError
+from metaqa.models.compress import choose_layers, parameter_count, prune, truncate
+from metaqa.models.factory import load_tokenizer
+from metaqa.stages import train
+from metaqa.tracking.run import run_stage
+
+log = logging.getLogger(__name__)
+
+
+def calibration_batches(cfg: DictConfig, tokenizer) -> list[dict]:
+    """The first `calibration_batches` training batches (labelled windows) for importance scores."""
+    n = int(cfg.compress.prune.calibration_batches)
+    datamodule = hydra.utils.instantiate(cfg.datamodule, tokenizer=tokenizer,
+                                         limit_train=n * int(cfg.datamodule.batch_size), limit_val=1)
+    datamodule.setup("fit")
+    batches = []
+    for batch in datamodule.train_dataloader():
+        batches.append(batch)
+        if len(batches) == n:
+            break
+    return batches
+
+
+def build_student(cfg: DictConfig, teacher, tokenizer) -> tuple[object, dict]:
+    student, facts = teacher, {"teacher_params": parameter_count(teacher),
+                               "teacher_layers": teacher.config.num_hidden_layers}
+    steps = cfg.compress
+    if "truncate" in steps:
+        layers = choose_layers(teacher.config.num_hidden_layers, int(steps.truncate.layers),
+                               OmegaConf.to_object(steps.truncate.choose) if OmegaConf.is_list(steps.truncate.choose)
+                               else steps.truncate.choose)
+        student = truncate(student, layers)
+        facts["kept_layers"] = layers
+    if "prune" in steps:
+        student = prune(student, calibration_batches(cfg, tokenizer), float(steps.prune.heads), float(steps.prune.ffn))
+        facts.update(pruned_heads=sum(len(h) for h in student.config.pruned_heads.values()),
+                     intermediate_size=student.config.intermediate_size)
+    facts.update(student_params=parameter_count(student), student_layers=student.config.num_hidden_layers)
+    facts["params_ratio"] = facts["student_params"] / facts["teacher_params"]
+    return student, facts
+
+
+def run(cfg: DictConfig) -> dict:
+    from transformers import AutoModelForQuestionAnswering
+
+    teacher_dir = Path(cfg.teacher_dir)
+    if not (teacher_dir / "config.json").is_file():
+        raise ConfigError("teacher_dir", f"{teacher_dir} is not a reader dir (no config.json)",
+                          "pass teacher_dir=<a `metaqa train` run>/reader")
+    unknown = set(cfg.compress) - {"truncate", "prune", "distill"}
+    if unknown or not cfg.compress:
+        raise ConfigError("compress", f"steps {sorted(cfg.compress)}", "choose from compress=[truncate,prune,distill]")
+    tokenizer = load_tokenizer({"tokenizer": str(teacher_dir)})
+    teacher = AutoModelForQuestionAnswering.from_pretrained(str(teacher_dir), local_files_only=True)
+    student, facts = build_student(cfg, teacher, tokenizer)
+    init_dir = Path(cfg.model.pretrained)
+    student.save_pretrained(init_dir)
+    tokenizer.save_pretrained(init_dir)
+    log.info("student: %d layers, %.1fM parameters (%.0f%% of the teacher's) → %s", facts["student_layers"],
+             facts["student_params"] / 1e6, 100 * facts["params_ratio"], init_dir)
+    del teacher, student
+    metrics = train.run(cfg)
+    metrics.update({k: v for k, v in facts.items() if isinstance(v, (int, float))})
+    metrics["kept_layers"] = str(facts.get("kept_layers", "all"))
+    return metrics
+
+
+@hydra.main(version_base="1.3", config_path=str(CONF_DIR), config_name="compress")
+def main(cfg: DictConfig) -> float | None:
+    return run_stage("compress", run, cfg)
