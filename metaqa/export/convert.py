@@ -8,6 +8,8 @@ Four variants (the `export` config group):
   activations quantised on the fly);
 - `int8_static`: the same with `is_static=True` (QDQ) and activation ranges calibrated with
   `AutoCalibrationConfig.minmax` on tokenised calibration questions.
+Either int8 variant can keep the most sensitive nodes in fp32 (`quantization.exclude`: node-name
+substrings, e.g. `[qa_outputs]`).
 
 Quantisation always starts from the *exported* (unfused) graph: quantising the fused one fails
 ORT's shape inference. Every variant dir ends up with one `model.onnx` (optimum's `_optimized` /
@@ -64,9 +66,9 @@ def check_variant(spec: dict[str, Any]) -> None:
             if not cal.get("source"):
                 raise ConfigError("export.quantization.calibration.source", "no calibration data",
                                   "export.quantization.calibration.source=<shard dir or data file>")
-            if cal.get("method", "minmax") != "minmax":
+            if cal.get("method", "minmax") not in CALIBRATION_METHODS:
                 raise ConfigError("export.quantization.calibration.method", f"{cal.get('method')!r} is not supported",
-                                  "export.quantization.calibration.method=minmax")
+                                  f"export.quantization.calibration.method=one of {CALIBRATION_METHODS}")
             if not (cal.get("limit") or 0) > 0:
                 raise ConfigError("export.quantization.calibration.limit", f"{cal.get('limit')!r} is not > 0",
                                   "export.quantization.calibration.limit=32 (questions)")
@@ -108,14 +110,36 @@ def optimize(exported_dir: str | Path, out_dir: str | Path, level: str = "O2") -
     return _complete(exported_dir, out_dir)
 
 
-def quantization_config(isa: str, is_static: bool, per_channel: bool = False, reduce_range: bool = False):
-    """`AutoQuantizationConfig.<isa>(is_static, per_channel[, reduce_range])`."""
+# percentiles / entropy (onnxruntime's HistogramCalibrater) were tried: on these graphs they stop
+# with "Too many bins for data range" (tensors of zero range), so min/max is the one offered.
+CALIBRATION_METHODS = ("minmax",)
+
+
+def excluded_nodes(onnx_path: str | Path, patterns: Sequence[str]) -> list[str]:
+    """Graph node names containing any of `patterns` (e.g. "qa_outputs", "layer.5/"): kept in
+    fp32 by the quantizer; a pattern matching nothing is an error, not a silent no-op."""
+    import onnx
+
+    names = [n.name for n in onnx.load(str(onnx_path), load_external_data=False).graph.node]
+    chosen = []
+    for pattern in patterns:
+        hits = [n for n in names if pattern in n]
+        if not hits:
+            raise ValueError(f"export.quantization.exclude: {pattern!r} matches no node of {onnx_path}")
+        chosen.extend(hits)
+    return sorted(set(chosen))
+
+
+def quantization_config(isa: str, is_static: bool, per_channel: bool = False, reduce_range: bool = False,
+                        nodes_to_exclude: Sequence[str] = ()):
+    """`AutoQuantizationConfig.<isa>(is_static, per_channel[, reduce_range], nodes_to_exclude)`."""
     from optimum.onnxruntime.configuration import AutoQuantizationConfig
 
     if isa not in ISAS:
         raise ValueError(f"isa {isa!r} is not one of {ISAS}")
     factory = getattr(AutoQuantizationConfig, isa)
-    kwargs: dict[str, Any] = {"is_static": is_static, "per_channel": per_channel}
+    kwargs: dict[str, Any] = {"is_static": is_static, "per_channel": per_channel,
+                              "nodes_to_exclude": list(nodes_to_exclude)}
     if "reduce_range" in inspect.signature(factory).parameters:  # avx2 / avx512, not vnni / arm64
         kwargs["reduce_range"] = reduce_range
     elif reduce_range:
@@ -124,11 +148,12 @@ def quantization_config(isa: str, is_static: bool, per_channel: bool = False, re
 
 
 def quantize_dynamic(exported_dir: str | Path, out_dir: str | Path, isa: str = "avx512_vnni",
-                     per_channel: bool = False, reduce_range: bool = False) -> Path:
+                     per_channel: bool = False, reduce_range: bool = False, exclude: Sequence[str] = ()) -> Path:
     """int8 weights, activations quantised at run time; from the exported (unfused) graph."""
     from optimum.onnxruntime import ORTQuantizer
 
-    config = quantization_config(isa, False, per_channel, reduce_range)
+    config = quantization_config(isa, False, per_channel, reduce_range,
+                                 excluded_nodes(onnx_file(exported_dir), exclude) if exclude else ())
     quantizer = ORTQuantizer.from_pretrained(Path(exported_dir), file_name=onnx_file(exported_dir).name)
     with _quiet_onnxruntime():
         quantizer.quantize(config, save_dir=str(out_dir), file_suffix=None)
@@ -164,7 +189,8 @@ def calibration_set(tokenizer, records: Sequence[QARecord], input_names: Sequenc
 
 def quantize_static(exported_dir: str | Path, out_dir: str | Path, records: Sequence[QARecord],
                     isa: str = "avx512_vnni", per_channel: bool = False, reduce_range: bool = False,
-                    moving_average: bool = False, max_seq_length: int = 384, doc_stride: int = 128) -> Path:
+                    moving_average: bool = False, max_seq_length: int = 384, doc_stride: int = 128,
+                    exclude: Sequence[str] = ()) -> Path:
     """int8 weights and activations (QDQ); activation ranges from min/max over calibration windows.
 
     Calibration keeps every intermediate tensor of every window in memory until the end
@@ -180,14 +206,16 @@ def quantize_static(exported_dir: str | Path, out_dir: str | Path, records: Sequ
     input_names = [i.name for i in onnx.load(str(source), load_external_data=False).graph.input]
     tokenizer = AutoTokenizer.from_pretrained(str(exported_dir), local_files_only=True)
     dataset = calibration_set(tokenizer, records, input_names, max_seq_length, doc_stride)
-    config = quantization_config(isa, True, per_channel, reduce_range)
+    config = quantization_config(isa, True, per_channel, reduce_range,
+                                 excluded_nodes(source, exclude) if exclude else ())
+    calibration = AutoCalibrationConfig.minmax(dataset, moving_average=moving_average)
     quantizer = ORTQuantizer.from_pretrained(exported_dir, file_name=source.name)
     out_dir.mkdir(parents=True, exist_ok=True)
     augmented = out_dir.parent / f"{out_dir.name}.augmented.onnx"  # optimum's default is the cwd
     with _quiet_onnxruntime():
         ranges = quantizer.fit(
             dataset=dataset,
-            calibration_config=AutoCalibrationConfig.minmax(dataset, moving_average=moving_average),
+            calibration_config=calibration,
             onnx_augmented_model_name=augmented,
             operators_to_quantize=config.operators_to_quantize,
         )
@@ -213,12 +241,13 @@ def build_variant(model_dir: str | Path, spec: dict[str, Any], work_dir: str | P
         return optimize(exported, target, opt["level"])
     if quant and quant["mode"] == "dynamic":
         return quantize_dynamic(exported, target, quant["isa"], bool(quant.get("per_channel")),
-                                bool(quant.get("reduce_range")))
+                                bool(quant.get("reduce_range")), list(quant.get("exclude") or ()))
     if quant and quant["mode"] == "static":
         cal = quant.get("calibration") or {}
         return quantize_static(exported, target, calibration_records or [], quant["isa"],
                                bool(quant.get("per_channel")), bool(quant.get("reduce_range")),
-                               bool(cal.get("moving_average")), max_seq_length, doc_stride)
+                               bool(cal.get("moving_average")), max_seq_length, doc_stride,
+                               list(quant.get("exclude") or ()))
     return exported
 
 

@@ -170,3 +170,32 @@ def test_base_configs_resolve_with_a_model_dir(stage_cfg, base):
     from metaqa.tracking.run import resolved_config
 
     assert resolved_config(stage_cfg(base, ["model_dir=/tmp/x"]))
+
+
+def test_int8_keeps_excluded_nodes_in_fp32(reader, sample_records, tmp_path):
+    """`quantization.exclude` leaves those nodes float (the QA head here), dynamic and static; a
+    pattern that matches nothing is refused."""
+    import onnx
+
+    def ops(model_dir, needle):
+        graph = onnx.load(str(next(model_dir.glob("*.onnx")))).graph
+        return [n.op_type for n in graph.node if needle in n.name]
+
+    plain = convert.build_variant(reader[0], {"name": "int8_dynamic", "quantization": {
+        "mode": "dynamic", "isa": "avx512_vnni"}}, tmp_path / "plain")
+    kept = convert.build_variant(reader[0], {"name": "int8_dynamic", "quantization": {
+        "mode": "dynamic", "isa": "avx512_vnni", "exclude": ["qa_outputs"]}}, tmp_path / "kept")
+    assert "MatMulInteger" in ops(plain, "qa_outputs") and "MatMulInteger" not in ops(kept, "qa_outputs")
+    assert "MatMul" in ops(kept, "qa_outputs")
+    static = convert.build_variant(reader[0], {"name": "int8_static", "quantization": {
+        "mode": "static", "isa": "avx512_vnni", "exclude": ["qa_outputs"],
+        "calibration": {"method": "minmax", "source": "x", "limit": 4}}},
+        tmp_path / "static", calibration_records=sample_records[:4], max_seq_length=128, doc_stride=32)
+    graph = onnx.load(str(next(static.glob("*.onnx")))).graph
+    floats = {i.name for i in graph.initializer if i.data_type == onnx.TensorProto.FLOAT}
+    head = next(n for n in graph.node if "qa_outputs" in n.name and n.op_type == "MatMul")
+    assert head.input[1] in floats  # the head's weight stays fp32 ...
+    assert sum(n.op_type == "DequantizeLinear" for n in graph.node) > 10  # ... the encoder's are QDQ
+    with pytest.raises(ValueError, match="matches no node"):
+        convert.build_variant(reader[0], {"name": "int8_dynamic", "quantization": {
+            "mode": "dynamic", "isa": "avx512_vnni", "exclude": ["no_such_node"]}}, tmp_path / "bad")
