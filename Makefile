@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: help install demo test test-slow test-all lint bench-reader reference-readers bench-train bench-export bench-meta bench-synth bench-pipeline clean
+.PHONY: help install demo test test-slow test-all lint bench-reader reference-readers bench-train bench-export bench-meta bench-synth bench-pipeline bench-compress bench-scale clean
 
 help:  ## list targets
 	@grep -E '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-14s %s\n", $$1, $$2}'
@@ -57,3 +57,9 @@ bench-pipeline: $(STAMP)  ## retrieval + reader pipeline: paragraph accuracy, F1
 
 clean:  ## remove outputs and caches (keeps .venv)
 	rm -rf outputs .pytest_cache
+
+bench-compress: $(STAMP)  ## compressed students of minilm_squad2 vs the teacher and transformers.pipeline (needs the reference reader)
+	$(BIN)/python scripts/bench_compress.py --teacher outputs/readers/minilm_squad2/reader
+
+bench-scale: $(STAMP)  ## Ray Data 1 vs 2 actors vs one process on 20k questions; the service at concurrency 1/8/32
+	$(BIN)/python scripts/bench_scale.py --reader outputs/readers/minilm_squad2_int8
