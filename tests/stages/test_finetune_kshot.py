@@ -1,0 +1,54 @@
+"""k-shot adaptation that does not collapse: stratified draws keep the pool's unanswerable share,
+and the cross-validated null threshold is a function of the k examples alone."""
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+from omegaconf import OmegaConf
+
+from metaqa.config import CONF_DIR
+from metaqa.data.records import Answer, QARecord
+from metaqa.models.factory import build_qa_model
+from metaqa.stages import finetune, prep
+
+
+def pool(n: int, unanswerable: int) -> list[QARecord]:
+    return [QARecord(f"q{i}", "t", "Ada wrote it.", "Who?", () if i < unanswerable else (Answer("Ada", 0),),
+                     i < unanswerable) for i in range(n)]
+
+
+@pytest.mark.parametrize("k", [4, 10, 16, 40])
+def test_stratified_draws_keep_the_unanswerable_share(k):
+    records = pool(100, 30)
+    for seed in range(5):
+        shots = finetune.draw_k(records, k, seed)
+        assert len(shots) == k == len({r.id for r in shots})
+        assert sum(r.is_impossible for r in shots) == round(k * 0.3)
+    assert finetune.draw_k(records, 16, 1) == finetune.draw_k(records, 16, 1)  # seeded
+    assert sum(r.is_impossible for r in finetune.draw_k(pool(10, 8), 5, 0)) == 4  # round(4.0)
+    assert sum(r.is_impossible for r in finetune.draw_k(pool(10, 9), 5, 0)) == 4  # 1 answerable left: the rest
+
+
+def test_folds_spread_unanswerable_questions():
+    folds = finetune.folds_of(pool(12, 4), 4)
+    assert [sum(r.is_impossible for r in f) for f in folds] == [1, 1, 1, 1]
+    assert sorted(r.id for f in folds for r in f) == sorted(r.id for r in pool(12, 4))
+
+
+def test_cv_threshold_never_reads_the_evaluation_set(stage_cfg, tmp_path, tokenizer):
+    reader = tmp_path / "reader"
+    torch.manual_seed(0)
+    build_qa_model(OmegaConf.load(CONF_DIR / "model" / "tiny.yaml"), vocab_size=len(tokenizer)).save_pretrained(reader)
+    tokenizer.save_pretrained(reader)
+    prep.run(stage_cfg("prep", [f"data.prep_dir={tmp_path / 'data'}"]))
+    common = [f"model_dir={reader}", f"data.prep_dir={tmp_path / 'data'}", "k=8", "threshold.folds=2",
+              "min_steps=2", "epochs=1", "reader.max_seq_length=128", "reader.doc_stride=32", "logger=none"]
+    test_eval = finetune.run(stage_cfg("finetune", [*common], out=tmp_path / "a"))
+    dev_eval = finetune.run(stage_cfg("finetune", [*common, f"eval_source={tmp_path / 'data' / 'dev'}"],
+                                      out=tmp_path / "b"))
+    assert test_eval["eval_questions"] != dev_eval["eval_questions"]  # other questions scored …
+    assert test_eval["after/null_threshold"] == dev_eval["after/null_threshold"]  # … the same threshold
+    saved = json.loads((tmp_path / "a" / "threshold.json").read_text())
+    assert len(saved["null_threshold_folds"]) == 2 and saved["null_threshold"] == test_eval["after/null_threshold"]
