@@ -59,7 +59,7 @@ clean:  ## remove outputs and caches (keeps .venv)
 	rm -rf outputs .pytest_cache
 
 bench-compress: $(STAMP)  ## compressed students of minilm_squad2 vs the teacher and transformers.pipeline (needs the reference reader)
-	$(BIN)/python scripts/bench_compress.py --teacher outputs/readers/minilm_squad2/reader
+	$(BIN)/python scripts/bench_compress.py
 
 bench-scale: $(STAMP)  ## Ray Data 1 vs 2 actors vs one process on 20k questions; the service at concurrency 1/8/32
-	$(BIN)/python scripts/bench_scale.py --reader outputs/readers/minilm_squad2_int8
+	$(BIN)/python scripts/bench_scale.py

@@ -32,6 +32,7 @@ from hydra import initialize_config_dir
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 from metaqa.config import CONF_DIR, compose_stage  # noqa: E402
+from metaqa.models.reference import reference_reader  # noqa: E402
 from metaqa.stages import bench, compress  # noqa: E402
 from metaqa.tracking.results import write_results  # noqa: E402
 from metaqa.tracking.run import run_cached  # noqa: E402
@@ -120,7 +121,8 @@ def headline(rows: list[dict]) -> dict:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--teacher", type=Path, required=True, help="a save_pretrained reader dir")
+    parser.add_argument("--teacher", type=Path, default=reference_reader("minilm_squad2", ROOT),
+                        help="a save_pretrained reader dir (default: the minilm_squad2 reference reader)")
     parser.add_argument("--prep-dir", type=Path, default=ROOT / "outputs" / "data" / "squad1_hardneg",
                         help="the teacher's training data (bench_reader.py --reference minilm_squad2 writes it)")
     parser.add_argument("--students", nargs="*", default=list(STUDENTS), choices=list(STUDENTS))
@@ -134,6 +136,9 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--out", type=Path, default=ROOT / "docs" / "results" / "bench_compress.json")
     args = parser.parse_args()
+    if args.teacher is None:
+        parser.error("no --teacher and no minilm_squad2 reference reader (scripts/bench_reader.py --reference)")
+    print(f"teacher: {args.teacher}")
     if not SQUAD.exists():
         print(f"skip: {SQUAD} not found (../shared/data beside the repo)")
         return

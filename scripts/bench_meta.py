@@ -28,6 +28,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 from metaqa.config import CONF_DIR, compose_stage  # noqa: E402
 from metaqa.evaluation.machine import machine_info  # noqa: E402
+from metaqa.models.reference import reference_reader  # noqa: E402
 from metaqa.stages import finetune, meta_train  # noqa: E402
 from metaqa.tracking.run import cached_run, run_cached  # noqa: E402
 from metaqa.tracking.tables import markdown_table  # noqa: E402
@@ -100,8 +101,9 @@ def main() -> None:
     parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
     parser.add_argument("--domains", nargs="+", default=["electronics", "restaurants"])
     parser.add_argument("--ks", nargs="+", type=int, default=[0, 16, 64])
-    parser.add_argument("--init", default="packaged",
-                        help="start of meta-training: packaged (MiniLM sentence encoder) or a reader dir")
+    parser.add_argument("--init", default=str(reference_reader("minilm_squad2", ROOT) or "packaged"),
+                        help="start of meta-training: a reader dir (default: the minilm_squad2 reference reader "
+                             "when present) or packaged (the MiniLM sentence encoder)")
     parser.add_argument("--steps", type=int, default=60, help="meta-steps (episodes) per run")
     parser.add_argument("--tasks", type=int, default=4, help="themes per episode")
     parser.add_argument("--shots", type=int, default=4, help="support (= query) questions per task")

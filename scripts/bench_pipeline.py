@@ -42,6 +42,7 @@ from metaqa.data.shards import load_source  # noqa: E402
 from metaqa.evaluation.devrev import answer_exact, answer_f1  # noqa: E402
 from metaqa.evaluation.machine import machine_info  # noqa: E402
 from metaqa.inference import DecodeConfig, OnnxPredictor, ReaderConfig, make_record  # noqa: E402
+from metaqa.models.reference import reference_reader  # noqa: E402
 from metaqa.retrieval.longdoc import SentenceFilter, read_filtered  # noqa: E402
 from metaqa.stages import pipeline_eval  # noqa: E402
 from metaqa.tracking.tables import markdown_table  # noqa: E402
@@ -151,7 +152,8 @@ def fmt(row: dict) -> dict:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--reader", type=Path, required=True, help="an ONNX reader dir from `metaqa export`")
+    parser.add_argument("--reader", type=Path, default=reference_reader("minilm_squad2", ROOT, onnx=True),
+                        help="an ONNX reader dir from `metaqa export` (default: the minilm_squad2 reference's int8 export)")
     parser.add_argument("--retrievers", nargs="+", default=["bm25", "dense", "hybrid"])
     parser.add_argument("--data", nargs="+", default=["squad_v2_dev", "devrev_csv"])
     parser.add_argument("--sample", type=int, default=1000, help="SQuAD v2 dev questions evaluated (seeded)")
@@ -166,6 +168,9 @@ def main() -> None:
     parser.add_argument("--skip-long", action="store_true")
     parser.add_argument("--out", type=Path, default=ROOT / "docs" / "results" / "bench_pipeline.json")
     args = parser.parse_args()
+    if args.reader is None:
+        parser.error("no --reader and no int8 export of the minilm_squad2 reference reader")
+    print(f"reader: {args.reader}")
     if not DATA.exists():
         print(f"skip: {DATA} not found (../shared/data beside the repo)")
         return

@@ -44,6 +44,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 from metaqa.data.shards import load_source  # noqa: E402
 from metaqa.inference import OnnxPredictor, ReaderConfig  # noqa: E402
+from metaqa.models.reference import reference_reader  # noqa: E402
 from metaqa.tracking.results import write_results  # noqa: E402
 from metaqa.tracking.tables import markdown_table  # noqa: E402
 
@@ -190,7 +191,8 @@ def service_part(reader_dir: Path, args, work: Path) -> dict:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--reader", type=Path, required=True, help="an ONNX reader dir from `metaqa export`")
+    parser.add_argument("--reader", type=Path, default=reference_reader("minilm_squad2", ROOT, onnx=True),
+                        help="an ONNX reader dir from `metaqa export` (default: the minilm_squad2 reference's int8 export)")
     parser.add_argument("--reader-name", default=None, help="what the reader is, for the results file")
     parser.add_argument("--questions", type=int, default=20_000)
     parser.add_argument("--concurrency", type=int, nargs="+", default=[1, 8, 32])
@@ -205,6 +207,9 @@ def main() -> None:
     parser.add_argument("--skip-service", action="store_true")
     parser.add_argument("--out", type=Path, default=ROOT / "docs" / "results" / "bench_scale.json")
     args = parser.parse_args()
+    if args.reader is None:
+        parser.error("no --reader and no int8 export of the minilm_squad2 reference reader")
+    print(f"reader: {args.reader}")
     if not SQUAD.exists():
         print(f"skip: {SQUAD} not found (../shared/data beside the repo)")
         return

@@ -36,13 +36,14 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 from metaqa.config import CONF_DIR, compose_stage  # noqa: E402
 from metaqa.evaluation.machine import machine_info  # noqa: E402
+from metaqa.models.reference import reference_reader  # noqa: E402
 from metaqa.stages import finetune, synth, train  # noqa: E402
 from metaqa.tracking.run import run_cached  # noqa: E402
 from metaqa.tracking.tables import markdown_table  # noqa: E402
 
 DATA = ROOT.parent / "shared" / "data"
 SQUAD = DATA / "squad"
-DEFAULT_READER = ROOT / "outputs" / "readers" / "minilm_squad1_10k" / "reader"
+DEFAULT_READER = reference_reader("minilm_squad2", ROOT) or ROOT / "outputs" / "readers" / "minilm_squad1_10k" / "reader"
 
 
 def stage_cfg(name: str, out: Path, overrides: list[str]):

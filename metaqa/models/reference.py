@@ -1,0 +1,30 @@
+"""Where the reference readers live (`scripts/bench_reader.py --reference`), so every benchmark
+starts from them when they exist and says which one it used.
+
+`outputs/readers/<name>/reader` is the full-data run; a session-sized run
+(`--max-steps N`) is `outputs/readers/<name>_steps<N>/reader`, used when the full one is absent
+(the one with the most steps). Its int8 ONNX export, when made, sits beside it as `<run>_int8`.
+"""
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+
+def reference_run(name: str, root: str | Path) -> Path | None:
+    readers = Path(root) / "outputs" / "readers"
+    full = readers / name
+    if (full / "reader" / "config.json").is_file():
+        return full
+    budgeted = [p for p in readers.glob(f"{name}_steps*") if re.fullmatch(rf"{name}_steps\d+", p.name)
+                and (p / "reader" / "config.json").is_file()]
+    return max(budgeted, key=lambda p: int(p.name.rsplit("steps", 1)[1]), default=None)
+
+
+def reference_reader(name: str, root: str | Path, onnx: bool = False) -> Path | None:
+    """The reader dir (or, `onnx=True`, its int8 ONNX export dir) of reference `name`, or None."""
+    run = reference_run(name, root)
+    if run is None:
+        return None
+    path = run.with_name(run.name + "_int8") if onnx else run / "reader"
+    return path if path.is_dir() else None
