@@ -24,7 +24,7 @@ import numpy as np
 
 from metaqa.data.records import QARecord
 from metaqa.evaluation.postprocess import SpanPrediction
-from metaqa.evaluation.squad_v1 import squad_v1_metrics
+from metaqa.evaluation.squad_v1 import exact_match_score, f1_score, squad_v1_metrics
 from metaqa.evaluation.squad_v2 import _gold_answers, compute_exact, compute_f1, gold_from_records, squad_v2_metrics
 
 
@@ -44,6 +44,25 @@ def score_texts(records: Sequence[QARecord], texts: Mapping[str, str], version_2
     for readers outside metaqa, such as `transformers.pipeline`."""
     gold = gold_from_records(records)
     return squad_v2_metrics(gold, texts) if version_2 else squad_v1_metrics(gold, texts)
+
+
+def per_question(records: Sequence[QARecord], predictions: Sequence[SpanPrediction],
+                 version_2: bool) -> dict[str, tuple[float, float]]:
+    """id → (F1, EM) in 0–100 for each question, by the same official formulas as `score` (max over
+    gold answers; v2: an unanswerable gold is [""]); their mean is `score`'s f1 / exact. For
+    intervals over questions (`metaqa.evaluation.stats`)."""
+    by_id = {p.id: p.text for p in predictions}
+    out = {}
+    for qid, answers in gold_from_records(records).items():
+        text = by_id.get(qid, "")
+        if version_2:
+            golds = _gold_answers(answers)
+            out[qid] = (100.0 * max(compute_f1(g, text) for g in golds),
+                        100.0 * max(compute_exact(g, text) for g in golds))
+        else:
+            out[qid] = (100.0 * max(f1_score(text, g) for g in answers),
+                        100.0 * max(float(exact_match_score(text, g)) for g in answers))
+    return out
 
 
 def _metrics(records: Sequence[QARecord], by_id: Mapping[str, SpanPrediction], version_2: bool) -> dict[str, float]:

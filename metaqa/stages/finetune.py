@@ -27,7 +27,7 @@ from metaqa.data.datamodule import QADataModule
 from metaqa.data.formats import write_squad_json
 from metaqa.data.records import QARecord
 from metaqa.data.shards import load_source
-from metaqa.evaluation.scoring import score
+from metaqa.evaluation.scoring import per_question, score
 from metaqa.fileio import write_json
 from metaqa.inference import ReaderConfig, TorchPredictor
 from metaqa.models.training import build_trainer
@@ -85,9 +85,11 @@ def cv_threshold(net, tokenizer, shots: list[QARecord], cfg: DictConfig, out: Pa
     return float(np.median(thresholds)), thresholds
 
 
-def evaluate(predictor: TorchPredictor, records, cfg: DictConfig) -> tuple[dict, dict]:
+def evaluate(predictor: TorchPredictor, records, cfg: DictConfig) -> tuple[dict, dict, dict]:
+    """(overall, per theme, per question id → (F1, EM)) of the predictor's answers."""
     predictions = predictor.predict(records, cfg.eval_batch_size)
-    return score(records, predictions, predictor.reader.decode.version_2)
+    version_2 = predictor.reader.decode.version_2
+    return (*score(records, predictions, version_2), per_question(records, predictions, version_2))
 
 
 def run(cfg: DictConfig) -> dict:
@@ -109,7 +111,7 @@ def run(cfg: DictConfig) -> dict:
                  if cfg.synthetic_source else [])
     train_records = shots + synthetic
 
-    before, before_theme = evaluate(predictor, evaluation, cfg)
+    before, before_theme, before_q = evaluate(predictor, evaluation, cfg)
     log.info("before: F1 %.2f on %d questions", before["f1"], len(evaluation))
     threshold = {}
     if cfg.threshold.folds and cfg.threshold.folds >= 2 and len(shots) >= cfg.threshold.folds:
@@ -121,11 +123,13 @@ def run(cfg: DictConfig) -> dict:
         if threshold:
             predictor.reader.decode = dataclasses.replace(predictor.reader.decode,
                                                           null_threshold=threshold["null_threshold"])
-        after, after_theme = evaluate(predictor, evaluation, cfg)
+        after, after_theme, after_q = evaluate(predictor, evaluation, cfg)
     else:
-        after, after_theme = before, before_theme  # k = 0 and no synthetic data: nothing to adapt
+        after, after_theme, after_q = before, before_theme, before_q  # k = 0, no synthetic data: nothing to adapt
     save_reader(net, tokenizer, out / "reader")
     write_json(out / "per_theme.json", {"before": before_theme, "after": after_theme})
+    # per question (id → [F1, EM]), for intervals over questions × seeds (metaqa.evaluation.stats)
+    write_json(out / "per_question.json", {"before": before_q, "after": after_q})
     if threshold:
         write_json(out / "threshold.json", threshold)
 

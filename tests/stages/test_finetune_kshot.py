@@ -50,5 +50,8 @@ def test_cv_threshold_never_reads_the_evaluation_set(stage_cfg, tmp_path, tokeni
                                       out=tmp_path / "b"))
     assert test_eval["eval_questions"] != dev_eval["eval_questions"]  # other questions scored …
     assert test_eval["after/null_threshold"] == dev_eval["after/null_threshold"]  # … the same threshold
+    per_q = json.loads((tmp_path / "a" / "per_question.json").read_text())["after"]
+    assert len(per_q) == test_eval["eval_questions"]
+    assert sum(f for f, _ in per_q.values()) / len(per_q) == pytest.approx(test_eval["after/f1"])
     saved = json.loads((tmp_path / "a" / "threshold.json").read_text())
     assert len(saved["null_threshold_folds"]) == 2 and saved["null_threshold"] == test_eval["after/null_threshold"]
