@@ -22,10 +22,10 @@ def prepared(stage_cfg, tmp_path):
     return tmp_path / "data"
 
 
-def metaqa(*args, cwd, returncode=0):
+def metaqa(*args, cwd, returncode=0, timeout=300):
     env = {**os.environ, "WANDB_MODE": "offline", "WANDB_SILENT": "true"}
     out = subprocess.run([sys.executable, "-m", "metaqa.cli", *args], cwd=cwd, env=env, stdin=subprocess.DEVNULL,
-                         capture_output=True, text=True, timeout=300)
+                         capture_output=True, text=True, timeout=timeout)
     assert out.returncode == returncode, out.stderr[-3000:]
     return out
 
@@ -106,13 +106,14 @@ def test_cluster_launcher_sweep_keeps_the_failure_and_resume_semantics(launcher,
     grid = ["train", "-m", f"hydra/launcher={launcher}", *overrides, *TINY,
             f"data.prep_dir={prepared}", "trainer.max_steps=2",
             f"datamodule.train_source={prepared / 'train'},{later}", f"hydra.sweep.dir={sweep}"]
-    done = metaqa(*grid, cwd=tmp_path, returncode=1)
+    # each job is its own process (a Ray worker imports torch and Lightning anew): slow on a busy box
+    done = metaqa(*grid, cwd=tmp_path, returncode=1, timeout=900)
     assert done.stderr.splitlines()[-1].endswith(f"reruns only them): {sweep / '1'}")
     assert {k: s["status"] for k, s in summaries(sweep).items()} == {"0": "ok", "1": "failed"}
     if own_files:
         assert list((sweep / own_files).iterdir())  # e.g. submitit's own job folders
     shutil.copytree(prepared / "train", later)
     before = (sweep / "0" / "summary.json").read_bytes()
-    metaqa(*grid, cwd=tmp_path)
+    metaqa(*grid, cwd=tmp_path, timeout=900)
     assert {k: s["status"] for k, s in summaries(sweep).items()} == {"0": "ok", "1": "ok"}
     assert (sweep / "0" / "summary.json").read_bytes() == before  # skipped: done with the same config

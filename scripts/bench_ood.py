@@ -1,0 +1,208 @@
+"""Out-of-domain protocol (conf/experiment/ood.yaml): meta-learning vs multitask on SubjQA domains,
+with intervals.
+
+    python scripts/bench_ood.py                    # the CPU-sized setting of the protocol
+    python scripts/bench_ood.py --size gpu         # the full one (scripts/gpu_suite.sh)
+    python scripts/bench_ood.py --arms multitask fomaml --targets electronics --ks 0 16 --meta-seeds 0 \
+        --shot-seeds 0 --meta-steps 2 --limit-eval 20   # a smoke run (→ bench_ood_smoke.json)
+
+For each arm (`ood.arms`: multitask = `meta=none`, fomaml, reptile with SGD or AdamW as the outer
+optimiser, second-order maml at `ood.maml_steps_fraction` of the steps) and meta seed:
+`metaqa meta-train experiment=ood` from `--init` (default: the minilm_squad2 reference reader) on
+the same episodes. Then for each SubjQA target domain, k and shot seed: `metaqa finetune` with k
+examples drawn stratified by answerability from the domain's train split (dev for books and
+movies, which have none), the null threshold by `ood.threshold_folds`-fold cross-validation on
+the k examples, scored on the domain's test split (first `limit_eval` questions).
+
+Statistics: per (arm, domain, k) the mean F1 over meta seeds × shot seeds with a 95% bootstrap
+interval over questions × seeds (`metaqa.evaluation.stats`), and the paired difference against
+multitask (same questions, seed i against seed i); the SubjQA average weights every domain
+equally. The oracle-threshold F1 (`best_f1`, it reads the gold answers) is reported beside,
+labelled as such. `wall_s` per arm: its meta-training plus all its fine-tuning runs; every arm
+sees the same number of meta-training examples (same episodes, same steps; maml at its fraction).
+
+Writes docs/results/bench_ood.json, docs/results/bench_ood.png (F1 vs k per arm) and prints tables.
+Not yet arms: domain-adaptive MLM before the k-shot step, synthetic target questions.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from pathlib import Path
+
+import numpy as np
+import torch
+from hydra import initialize_config_dir
+from omegaconf import OmegaConf
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+from metaqa.config import CONF_DIR, compose_stage  # noqa: E402
+from metaqa.evaluation.stats import bootstrap_mean_ci, paired_diff_ci  # noqa: E402
+from metaqa.models.reference import reference_reader  # noqa: E402
+from metaqa.stages import finetune, meta_train  # noqa: E402
+from metaqa.tracking.results import write_results  # noqa: E402
+from metaqa.tracking.run import run_cached  # noqa: E402
+from metaqa.tracking.tables import markdown_table  # noqa: E402
+
+DATA = Path(os.environ.get("METAQA_SHARED_DATA", ROOT.parent / "shared" / "data"))
+OUT = ROOT / "outputs" / "ood"
+TRAINER = "gpu" if torch.cuda.is_available() else "cpu"
+
+
+def protocol(args) -> dict:
+    """ood.yaml's `ood` node, its size's settings on top, then the command line's."""
+    ood = OmegaConf.to_container(OmegaConf.load(CONF_DIR / "experiment" / "ood.yaml")["ood"])
+    ood.update(ood["sizes"][args.size])
+    for key in ("arms", "targets", "ks", "shot_seeds", "meta_seeds", "meta_steps", "limit_eval"):
+        if getattr(args, key) is not None:
+            ood[key] = getattr(args, key)
+    if isinstance(ood["arms"], dict):
+        ood["arms"] = list(ood["arms"])
+    return ood
+
+
+def meta_train_arm(arm: str, seed: int, ood: dict, args) -> tuple[Path, float]:
+    steps = ood["meta_steps"] if arm != "maml" else max(1, int(ood["meta_steps"] * ood["maml_steps_fraction"]))
+    out = OUT / f"v{ood['version']}" / "meta" / f"{arm}_seed{seed}_s{steps}"
+    arm_overrides = OmegaConf.load(CONF_DIR / "experiment" / "ood.yaml")["ood"]["arms"][arm]
+    cfg = compose_stage("meta_train", out, [
+        "experiment=ood", *arm_overrides, f"model.pretrained={args.init}", f"model.tokenizer={args.init}",
+        f"seed={seed}", f"trainer={TRAINER}", f"trainer.max_steps={steps}", "trainer.enable_progress_bar=false",
+        "logger=csv", f"paths.shared_data={DATA}"], root_dir=ROOT)
+    summary = run_cached("meta_train", meta_train.run, cfg)
+    return out / "reader", float(summary.get("seconds") or 0.0)
+
+
+def adapt(reader: Path, arm: str, seed: int, domain: str, k: int, shot_seed: int, ood: dict) -> tuple[dict, dict, float]:
+    subjqa = DATA / "subjqa" / domain
+    pool = subjqa / ("dev.csv" if domain in ood["no_train_split"] else "train.csv")
+    out = OUT / f"v{ood['version']}" / "finetune" / f"{arm}_seed{seed}" / f"{domain}_k{k}_shot{shot_seed}"
+    cfg = compose_stage("finetune", out, [
+        f"model_dir={reader}", "data=subj_qa", f"data.domain={domain}", "logger=none", f"trainer={TRAINER}",
+        "trainer.enable_progress_bar=false", f"train_source={pool}", f"eval_source={subjqa / 'test.csv'}",
+        f"k={k}", f"seed={shot_seed}", f"epochs={ood['finetune_epochs']}", "draw=stratified",
+        f"threshold.folds={ood['threshold_folds']}", f"limit_eval={ood['limit_eval'] or 'null'}",
+        "reader.max_seq_length=256", "reader.doc_stride=96", f"paths.shared_data={DATA}"], root_dir=ROOT)
+    summary = run_cached("finetune", finetune.run, cfg)
+    per_q = json.loads((out / "per_question.json").read_text())["after"]
+    return summary["metrics"], per_q, float(summary.get("seconds") or 0.0)
+
+
+def domain_matrix(runs: list[dict]) -> tuple[np.ndarray, list[str]]:
+    """(seed combinations, questions) F1 matrix; every run scored the same questions."""
+    ids = sorted(runs[0])
+    return np.array([[run[q][0] for q in ids] for run in runs]), ids
+
+
+def averaged(matrices: list[np.ndarray]) -> np.ndarray:
+    """Columns of every domain side by side, scaled so the plain mean is the mean of domain means."""
+    total = sum(m.shape[1] for m in matrices)
+    return np.concatenate([m * total / (len(matrices) * m.shape[1]) for m in matrices], axis=1)
+
+
+def plot(figures: dict, path: Path) -> None:
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6.5, 4))
+    for arm, row in figures["arms"].items():
+        ks = [k for k in figures["ks"] if f"f1_k{k}" in row]
+        mid = [row[f"f1_k{k}"] for k in ks]
+        err = [[m - row[f"f1_k{k}_ci_low"] for k, m in zip(ks, mid)], [row[f"f1_k{k}_ci_high"] - m for k, m in zip(ks, mid)]]
+        ax.errorbar([str(k) for k in ks], mid, yerr=err, marker="o", capsize=3, label=arm)
+    ax.set_xlabel("k (labelled target examples)")
+    ax.set_ylabel("F1, SubjQA test (domain average)")
+    ax.set_title(f"OOD protocol v{figures['protocol_version']}: F1 vs k (95% bootstrap intervals)")
+    ax.legend()
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(path, dpi=130)
+    plt.close(fig)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--size", choices=["cpu", "gpu"], default="gpu" if torch.cuda.is_available() else "cpu")
+    parser.add_argument("--init", default=str(reference_reader("minilm_squad2", ROOT) or "packaged"))
+    parser.add_argument("--arms", nargs="+", default=None)
+    parser.add_argument("--targets", nargs="+", default=None)
+    parser.add_argument("--ks", nargs="+", type=int, default=None)
+    parser.add_argument("--shot-seeds", dest="shot_seeds", nargs="+", type=int, default=None)
+    parser.add_argument("--meta-seeds", dest="meta_seeds", nargs="+", type=int, default=None)
+    parser.add_argument("--meta-steps", dest="meta_steps", type=int, default=None)
+    parser.add_argument("--limit-eval", dest="limit_eval", type=int, default=None)
+    parser.add_argument("--out", type=Path, default=ROOT / "docs" / "results" / "bench_ood.json")
+    args = parser.parse_args()
+    if not (DATA / "subjqa").exists():
+        print(f"skip: {DATA / 'subjqa'} not found (../shared/data beside the repo)")
+        return
+    ood = protocol(args)
+    if any(getattr(args, k) is not None for k in ("arms", "targets", "ks", "shot_seeds", "meta_seeds", "meta_steps",
+                                                   "limit_eval")):
+        args.out = args.out.with_name(args.out.stem + "_smoke.json")  # not the protocol as versioned
+    if "multitask" not in ood["arms"]:
+        parser.error("the multitask arm is the baseline every gain is measured against: keep it in --arms")
+    print(f"OOD protocol v{ood['version']} ({args.size}), init {args.init}: arms {ood['arms']}, targets "
+          f"{ood['targets']}, k {ood['ks']}, shot seeds {ood['shot_seeds']}, meta seeds {ood['meta_seeds']}")
+    scores: dict = {}  # arm → domain → k → [per-question dict per (meta seed, shot seed)]
+    oracle: dict = {}
+    wall: dict = {}
+    with initialize_config_dir(str(CONF_DIR), version_base="1.3"):
+        for arm in ood["arms"]:
+            wall[arm] = 0.0
+            for seed in ood["meta_seeds"]:
+                reader, seconds = meta_train_arm(arm, seed, ood, args)
+                wall[arm] += seconds
+                for domain in ood["targets"]:
+                    for k in ood["ks"]:
+                        for shot_seed in ood["shot_seeds"] if k else [0]:  # k = 0 draws nothing
+                            metrics, per_q, seconds = adapt(reader, arm, seed, domain, k, shot_seed, ood)
+                            wall[arm] += seconds
+                            scores.setdefault(arm, {}).setdefault(domain, {}).setdefault(k, []).append(per_q)
+                            oracle.setdefault(arm, {}).setdefault(domain, {}).setdefault(k, []).append(
+                                metrics.get("after/best_f1"))
+    rows, arms = [], {}
+    for arm in ood["arms"]:
+        summary = {"wall_s": round(wall[arm], 1)}
+        for k in ood["ks"]:
+            mats = {d: domain_matrix(scores[arm][d][k])[0] for d in ood["targets"]}
+            base = {d: domain_matrix(scores["multitask"][d][k])[0] for d in ood["targets"]}
+            for d in ood["targets"]:
+                mean, lo, hi = bootstrap_mean_ci(mats[d])
+                row = {"arm": arm, "domain": d, "k": k, "f1": round(mean, 2), "ci_low": round(lo, 2),
+                       "ci_high": round(hi, 2), "runs": len(mats[d]), "questions": mats[d].shape[1],
+                       "oracle_best_f1": round(float(np.mean(oracle[arm][d][k])), 2)}
+                if arm != "multitask":
+                    diff = paired_diff_ci(mats[d], base[d])
+                    row.update(gain_vs_multitask=round(diff[0], 2), gain_ci_low=round(diff[1], 2),
+                               gain_ci_high=round(diff[2], 2))
+                rows.append(row)
+            mean, lo, hi = bootstrap_mean_ci(averaged(list(mats.values())))
+            summary.update({f"f1_k{k}": round(mean, 2), f"f1_k{k}_ci_low": round(lo, 2), f"f1_k{k}_ci_high": round(hi, 2)})
+            if arm != "multitask":
+                diff = paired_diff_ci(averaged(list(mats.values())), averaged(list(base.values())))
+                summary.update({f"gain_vs_multitask_k{k}": round(diff[0], 2),
+                                f"gain_vs_multitask_k{k}_ci_low": round(diff[1], 2),
+                                f"gain_vs_multitask_k{k}_ci_high": round(diff[2], 2)})
+        arms[arm] = summary
+    gains = [(arm, k, s[f"gain_vs_multitask_k{k}"], s[f"gain_vs_multitask_k{k}_ci_low"])
+             for arm, s in arms.items() if arm != "multitask" for k in (16, 64) if f"gain_vs_multitask_k{k}" in s]
+    goal = any(g >= 3 and lo > 0 for _, _, g, lo in gains)
+    figures = {"protocol_version": ood["version"], "size": args.size, "init": args.init, "ks": ood["ks"],
+               "targets": ood["targets"], "shot_seeds": ood["shot_seeds"], "meta_seeds": ood["meta_seeds"],
+               "meta_steps": ood["meta_steps"], "limit_eval": ood["limit_eval"], "arms": arms,
+               "goal_best_arm_plus_3_f1_at_k16_64_ci_excludes_0": goal, "rows": rows}
+    png = args.out.with_suffix(".png")
+    plot(figures, png)
+    print(markdown_table([{"arm": a, **s} for a, s in arms.items()], ["arm", "wall_s", *[f"f1_k{k}" for k in ood["ks"]],
+                                                                       *[f"gain_vs_multitask_k{k}" for k in (16, 64)]]))
+    print(markdown_table(rows, list(rows[0])))
+    print(f"wrote {write_results(args.out, figures, None)} and {png}")
+
+
+if __name__ == "__main__":
+    main()
