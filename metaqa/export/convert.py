@@ -66,9 +66,9 @@ def check_variant(spec: dict[str, Any]) -> None:
             if not cal.get("source"):
                 raise ConfigError("export.quantization.calibration.source", "no calibration data",
                                   "export.quantization.calibration.source=<shard dir or data file>")
-            if cal.get("method", "minmax") not in CALIBRATION_METHODS:
+            if cal.get("method", "minmax") != "minmax":  # percentiles / entropy: see quantize_static
                 raise ConfigError("export.quantization.calibration.method", f"{cal.get('method')!r} is not supported",
-                                  f"export.quantization.calibration.method=one of {CALIBRATION_METHODS}")
+                                  "export.quantization.calibration.method=minmax")
             if not (cal.get("limit") or 0) > 0:
                 raise ConfigError("export.quantization.calibration.limit", f"{cal.get('limit')!r} is not > 0",
                                   "export.quantization.calibration.limit=32 (questions)")
@@ -108,11 +108,6 @@ def optimize(exported_dir: str | Path, out_dir: str | Path, level: str = "O2") -
     optimizer = ORTOptimizer.from_pretrained(str(exported_dir))
     optimizer.optimize(config, save_dir=str(out_dir), file_suffix=None)
     return _complete(exported_dir, out_dir)
-
-
-# percentiles / entropy (onnxruntime's HistogramCalibrater) were tried: on these graphs they stop
-# with "Too many bins for data range" (tensors of zero range), so min/max is the one offered.
-CALIBRATION_METHODS = ("minmax",)
 
 
 def excluded_nodes(onnx_path: str | Path, patterns: Sequence[str]) -> list[str]:
@@ -192,6 +187,8 @@ def quantize_static(exported_dir: str | Path, out_dir: str | Path, records: Sequ
                     moving_average: bool = False, max_seq_length: int = 384, doc_stride: int = 128,
                     exclude: Sequence[str] = ()) -> Path:
     """int8 weights and activations (QDQ); activation ranges from min/max over calibration windows.
+    (Percentile / entropy calibration, onnxruntime's HistogramCalibrater, were tried: on these
+    graphs they stop with "Too many bins for data range", so min/max is the one offered.)
 
     Calibration keeps every intermediate tensor of every window in memory until the end
     (onnxruntime's MinMaxCalibrater), so a few dozen questions is the right size.

@@ -21,7 +21,7 @@ from metaqa.models.reader import ReaderModule
 
 class TeacherCache:
     """Per-window teacher (start, end) logits, computed on first use; `passes` counts the
-    teacher's forward passes (once per fit, however many epochs)."""
+    teacher's batched forward calls (one sweep over the windows per fit, however many epochs)."""
 
     def __init__(self, teacher_dir: str | Path, batch_size: int = 64) -> None:
         self.teacher_dir = str(teacher_dir)
