@@ -1,11 +1,18 @@
 """Hard unanswerable questions for training a reader that can abstain (SQuAD v2-style).
 
 SQuAD v2's unanswerable questions are written against a paragraph that looks relevant but does
-not hold the answer. Without its train set, the nearest construction from answerable data is:
-ask a question of the most similar *other* paragraph of the same article (BM25 over the
-article's paragraphs, the question as the query) that does not contain any of its gold answers
-(the containment check of the synth stage's negatives). A random same-article paragraph would
-be an easy negative: most share no words with the question.
+not hold the answer. Without its train set, two constructions from answerable data:
+
+- `hard_negatives`: ask a question of the most similar *other* paragraph of the same article
+  (BM25 over the article's paragraphs, the question as the query) that does not contain any of
+  its gold answers (the containment check of the synth stage's negatives). A random same-article
+  paragraph would be an easy negative: most share no words with the question. These teach "wrong
+  paragraph"; SQuAD v2's are about the *right* paragraph.
+- `entity_swap_negatives`: the question stays on its own paragraph, but one named entity of it
+  that the paragraph mentions is swapped for another of the same type (spaCy NER label) that the
+  article's other questions mention and this paragraph does not ("When did Beyoncé leave
+  Destiny's Child?" → "… leave Jay Z?"): the "entity swap" kind, about a fifth of SQuAD v2's
+  unanswerable questions (Rajpurkar et al. 2018, table 2).
 """
 from __future__ import annotations
 
@@ -17,6 +24,10 @@ from tqdm.auto import tqdm
 
 from metaqa.data.records import QARecord
 from metaqa.retrieval.bm25 import BM25Index
+
+# NER labels worth swapping: a question about a different one of these is about something else
+SWAP_LABELS = frozenset({"PERSON", "ORG", "GPE", "LOC", "NORP", "FAC", "EVENT", "WORK_OF_ART", "PRODUCT",
+                         "LAW", "LANGUAGE", "DATE"})
 
 
 def contains_answer(context: str, record: QARecord) -> bool:
@@ -55,4 +66,51 @@ def hard_negatives(questions: Sequence[QARecord], paragraphs: Sequence[QARecord]
                     negatives.append(QARecord(id=f"{record.id}-neg", theme=theme, context=context,
                                               question=record.question, is_impossible=True))
                     break
+    return negatives
+
+
+def different(replacement: str, entity: str, context: str) -> bool:
+    """A swap that makes the question about something the paragraph does not mention: not in it,
+    and neither a part nor an extension of the entity it replaces ("Sichuan" → "Sichuan Province")."""
+    a, b = replacement.lower(), entity.lower()
+    return a not in context and a not in b and b not in a
+
+
+def entity_swap_negatives(questions: Sequence[QARecord], nlp, fraction: float = 0.25, seed: int = 0,
+                          progress: bool = False) -> list[QARecord]:
+    """Unanswerable same-paragraph twins of a seeded `fraction` of the answerable `questions`, made
+    by swapping one entity (see the module doc); id `<id>-swap`. `nlp` is a spaCy pipeline with NER
+    (`metaqa.synth.candidates.load_spacy`). Drawn among the questions that have a swappable entity
+    (one of `SWAP_LABELS` their paragraph mentions, with a same-label replacement in the theme that
+    it does not), so `fraction` is of all answerable questions while enough such questions exist."""
+    if not 0.0 <= fraction <= 1.0:
+        raise ValueError(f"fraction={fraction}: pass a share of the questions between 0 and 1")
+    answerable = [r for r in questions if not r.is_impossible]
+    docs = nlp.pipe((r.question for r in answerable), batch_size=256)
+    mentions = [[(e.text, e.label_, e.start_char) for e in doc.ents if e.label_ in SWAP_LABELS]
+                for doc in tqdm(docs, total=len(answerable), desc="question entities", disable=not progress,
+                                leave=False)]
+    pool: dict[tuple[str, str], set[str]] = defaultdict(set)  # (theme, label) → entity texts
+    for r, ents in zip(answerable, mentions):
+        for text, label, _ in ents:
+            pool[r.theme, label].add(text)
+    pool_sorted = {key: sorted(texts) for key, texts in pool.items()}  # set order is not seeded
+    rng = np.random.default_rng(seed)
+    swaps = []
+    for r, ents in zip(answerable, mentions):
+        context = r.context.lower()
+        options = [(text, start, [t for t in pool_sorted[r.theme, label] if different(t, text, context)])
+                   for text, label, start in ents if text.lower() in context]
+        options = [o for o in options if o[2]]
+        if options:
+            swaps.append((r, options))
+    negatives = []
+    for i in sorted(rng.choice(len(swaps), size=min(len(swaps), int(round(fraction * len(answerable)))),
+                               replace=False)):
+        r, options = swaps[int(i)]
+        text, start, replacements = options[int(rng.integers(len(options)))]
+        new = replacements[int(rng.integers(len(replacements)))]
+        question = r.question[:start] + new + r.question[start + len(text):]
+        negatives.append(QARecord(id=f"{r.id}-swap", theme=r.theme, context=r.context, question=question,
+                                  is_impossible=True))
     return negatives

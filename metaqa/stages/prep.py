@@ -16,7 +16,8 @@ from metaqa.data.shards import (
     write_shards,
 )
 from metaqa.fileio import guard_output_dir, write_json
-from metaqa.retrieval.negatives import hard_negatives
+from metaqa.retrieval.negatives import entity_swap_negatives, hard_negatives
+from metaqa.synth.candidates import SPACY_MODEL, load_spacy
 from metaqa.tracking.run import run_stage
 from metaqa.tracking.tables import markdown_table
 
@@ -33,11 +34,7 @@ def run(cfg: DictConfig) -> dict:
     heldout = choose_heldout_themes((r.theme for r in records), list(data.heldout_themes or []),
                                     data.heldout_theme_fraction, data.seed)
     splits = split_records(records, heldout, data.dev_fraction, data.seed)
-    negatives = data.get("negatives")
-    if negatives and negatives.get("fraction"):  # built per split: a question and its twin never straddle two
-        for rows in splits.values():
-            rows.extend(hard_negatives(rows, records, negatives.fraction, negatives.get("seed", data.seed),
-                                       progress=True))
+    add_negatives(splits, records, data.get("negatives"), data.seed)
     manifest = manifest_rows(splits, heldout)
     metrics = {
         "questions": len(records),
@@ -58,6 +55,22 @@ def run(cfg: DictConfig) -> dict:
     log.info("shards → %s (%d train / %d dev / %d test questions)", out,
              metrics["n_train"], metrics["n_dev"], metrics["n_test"])
     return metrics
+
+
+def add_negatives(splits: dict[str, list], records: list, negatives: DictConfig | None, seed: int) -> None:
+    """Unanswerable twins of answerable questions (metaqa.retrieval.negatives), built per split so
+    a question and its twin never straddle two: `fraction` of them get a BM25 hard-negative
+    paragraph, `entity_swap` of them a same-paragraph question with one entity swapped."""
+    if not negatives:
+        return
+    seed = negatives.get("seed", seed)
+    nlp = load_spacy(negatives.get("spacy_model") or SPACY_MODEL) if negatives.get("entity_swap") else None
+    for rows in splits.values():
+        answerable = list(rows)  # each construction draws from the answerable questions only
+        if negatives.get("fraction"):
+            rows.extend(hard_negatives(answerable, records, negatives.fraction, seed, progress=True))
+        if nlp is not None:
+            rows.extend(entity_swap_negatives(answerable, nlp, negatives.entity_swap, seed, progress=True))
 
 
 def extra_unanswerable(cfg: DictConfig) -> list:

@@ -5,8 +5,9 @@ import json
 
 from metaqa.data.records import Answer, QARecord
 from metaqa.data.shards import load_source
-from metaqa.retrieval.negatives import hard_negatives
+from metaqa.retrieval.negatives import different, entity_swap_negatives, hard_negatives
 from metaqa.stages import prep
+from metaqa.synth.candidates import load_spacy
 
 PARAGRAPHS = [
     "The Eiffel Tower was completed in 1889 for the World's Fair in Paris.",  # own
@@ -44,17 +45,19 @@ def test_fraction_seed_and_themes():
     assert hard_negatives([lonely], fraction=1.0) == []  # nothing to borrow from
 
 
-def test_prep_with_negatives_keeps_each_twin_in_its_questions_split(stage_cfg, tmp_path):
+def test_prep_with_both_kinds_of_negatives_keeps_each_twin_in_its_questions_split(stage_cfg, tmp_path):
     out = tmp_path / "data"
     metrics = prep.run(stage_cfg("prep", [f"data.prep_dir={out}", "+data.negatives.fraction=0.5",
-                                          "+data.negatives.seed=0"]))
+                                          "+data.negatives.entity_swap=0.5", "+data.negatives.seed=0"]))
     splits = {s: {r.id: r for r in load_source(str(out / s))} for s in ("train", "dev", "test")}
-    twins = {s: [i for i in rows if i.endswith("-neg")] for s, rows in splits.items()}
-    assert sum(map(len, twins.values())) > 0
-    for split, ids in twins.items():
-        for i in ids:
-            assert i.removesuffix("-neg") in splits[split]  # its answerable source is in the same split
-            assert splits[split][i].is_impossible
+    for suffix in ("-neg", "-swap"):
+        twins = {s: [i for i in rows if i.endswith(suffix)] for s, rows in splits.items()}
+        assert sum(map(len, twins.values())) > 0, suffix
+        for split, ids in twins.items():
+            for i in ids:
+                source = splits[split][i.removesuffix(suffix)]  # its answerable source is in the same split
+                assert splits[split][i].is_impossible and not source.is_impossible
+                assert (splits[split][i].context == source.context) == (suffix == "-swap")
     assert metrics["unanswerable"] == sum(r.is_impossible for rows in splits.values() for r in rows.values())
     assert json.loads((tmp_path / "prep" / "manifest.json").read_text())["unanswerable"] == metrics["unanswerable"]
 
@@ -67,3 +70,32 @@ def test_prep_adds_the_unanswerable_rows_of_extra_files(stage_cfg, tmp_path):
     assert more["questions"] == plain["questions"] + plain["unanswerable"]
     ids = [r.id for s in ("train", "dev", "test") for r in load_source(str(tmp_path / "b" / s))]
     assert len(ids) == len(set(ids)) and any(i.startswith("sample_qa:") for i in ids)
+
+
+def test_entity_swap_keeps_the_paragraph_and_swaps_in_an_entity_it_does_not_mention():
+    nlp = load_spacy()
+    tower = "The Eiffel Tower in Paris was completed in 1889 by Gustave Eiffel."
+    bridge = "The Golden Gate Bridge in San Francisco opened in 1937."
+    rows = [record(0, tower, "Who completed the tower in Paris?", "Gustave Eiffel", theme="Landmarks"),
+            record(1, bridge, "When did the bridge in San Francisco open?", "1937", theme="Landmarks"),
+            record(2, tower, "When was the tower in Paris completed?", "1889", theme="Landmarks")]
+    negatives = entity_swap_negatives(rows, nlp, fraction=1.0, seed=0)
+    assert negatives == entity_swap_negatives(rows, nlp, fraction=1.0, seed=0)  # seeded
+    assert {n.id for n in negatives} == {"q0-swap", "q1-swap", "q2-swap"}
+    for neg in negatives:
+        source = next(r for r in rows if f"{r.id}-swap" == neg.id)
+        assert neg.is_impossible and neg.answers == () and neg.context == source.context
+        assert neg.question != source.question
+        swapped_in = {"Paris": "San Francisco", "San Francisco": "Paris"}  # the only GPEs of the theme
+        old = next(e for e in swapped_in if e in source.question)
+        assert neg.question == source.question.replace(old, swapped_in[old])
+    assert entity_swap_negatives(rows, nlp, fraction=0.0) == []
+    # a theme of one paragraph has no entity the paragraph does not mention
+    assert entity_swap_negatives([rows[0], rows[2]], nlp, fraction=1.0) == []
+
+
+def test_a_swap_is_never_a_part_or_an_extension_of_the_entity():
+    assert not different("Sichuan Province", "Sichuan", "an earthquake in sichuan")
+    assert not different("Sichuan", "Sichuan Province", "the province")
+    assert not different("Paris", "London", "london and paris")  # the paragraph mentions it
+    assert different("Paris", "London", "a fog over london")
