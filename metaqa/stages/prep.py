@@ -27,7 +27,9 @@ log = logging.getLogger(__name__)
 def run(cfg: DictConfig) -> dict:
     data = cfg.data
     path = check_input_file(cfg, "data.path")
-    guard_output_dir(data.prep_dir, field="data.prep_dir", stage="prep", inputs=[path], overwrite=cfg.overwrite)
+    extra = [e.path for e in data.get("extra_unanswerable") or []]
+    guard_output_dir(data.prep_dir, field="data.prep_dir", stage="prep", inputs=[path, *extra],
+                     overwrite=cfg.overwrite)
     # warnings and repairs go to the log and summary.json (metaqa.data.readlog); an empty file stops here
     result = read_records(path, data.format, data.get("duplicate_ids", "rename"))
     records = result.records + extra_unanswerable(cfg)

@@ -2,7 +2,11 @@
 from __future__ import annotations
 
 import json
+import shutil
 
+import pytest
+
+from metaqa.config import PACKAGE_DIR, ConfigError
 from metaqa.data.records import Answer, QARecord
 from metaqa.data.shards import load_source
 from metaqa.retrieval.negatives import different, entity_swap_negatives, hard_negatives
@@ -70,6 +74,14 @@ def test_prep_adds_the_unanswerable_rows_of_extra_files(stage_cfg, tmp_path):
     assert more["questions"] == plain["questions"] + plain["unanswerable"]
     ids = [r.id for s in ("train", "dev", "test") for r in load_source(str(tmp_path / "b" / s))]
     assert len(ids) == len(set(ids)) and any(i.startswith("sample_qa:") for i in ids)
+    # an extra file inside the folder the rerun would replace is an input: refused, not deleted
+    inside = tmp_path / "b" / "extra.csv"
+    shutil.copy(PACKAGE_DIR / "data" / "sample" / "sample_qa.csv", inside)
+    with pytest.raises(ConfigError, match="holds, the input"):
+        prep.run(stage_cfg("prep", [f"data.prep_dir={tmp_path / 'b'}",
+                                    f"+data.extra_unanswerable=[{{path:{inside},format:devrev_csv}}]"],
+                           out=tmp_path / "prep_c"))
+    assert inside.exists()
 
 
 def test_entity_swap_keeps_the_paragraph_and_swaps_in_an_entity_it_does_not_mention():
