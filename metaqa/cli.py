@@ -16,6 +16,7 @@ STAGES = {
     "bench": ("metaqa.stages.bench", "export variants vs transformers.pipeline: latency p50/p95/p99, throughput, size, F1"),
     "synth": ("metaqa.stages.synth", "generate QA pairs for unannotated paragraphs (NER → cloze questions → roundtrip filter)"),
     "meta_train": ("metaqa.stages.meta_train", "meta-learn a reader across themes (MAML, FOMAML, Reptile; multitask baseline)"),
+    "adapt_mlm": ("metaqa.stages.adapt_mlm", "domain-adaptive masked-LM pretraining of a reader's encoder on unlabelled target text"),
     "finetune": ("metaqa.stages.finetune", "adapt a (meta-)reader to one target theme with k examples; F1 before/after"),
     "serve": ("metaqa.stages.serve", "an ONNX reader as an HTTP JSON service (FastAPI): POST /answer, GET /health, page at /"),
     "pipeline": ("metaqa.stages.pipeline", "question + theme → retrieve paragraphs → read → answer"),

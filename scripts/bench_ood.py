@@ -4,10 +4,11 @@ with intervals.
     python scripts/bench_ood.py                    # the CPU-sized setting of the protocol
     python scripts/bench_ood.py --size gpu         # the full one (scripts/gpu_suite.sh)
     python scripts/bench_ood.py --arms multitask fomaml --targets electronics --ks 0 16 --meta-seeds 0 \
-        --shot-seeds 0 --meta-steps 2 --limit-eval 20   # a smoke run (→ bench_ood_smoke.json)
+        --shot-seeds 0 --meta-steps 2 --limit-eval 20 --adaptations none mlm synth --mlm-steps 4 \
+        --synth-paragraphs 20   # a smoke run (→ bench_ood_smoke.json)
 
 For each arm (`ood.arms`: multitask = `meta=none`, fomaml, reptile with SGD or AdamW as the outer
-optimiser, second-order maml at `ood.maml_steps_fraction` of the steps) and meta seed:
+optimiser, second-order maml at `ood.maml_steps_fraction` of the steps), adaptation and meta seed:
 `metaqa meta-train experiment=ood` from `--init` (default: the minilm_squad2 reference reader) on
 the same episodes. Then for each SubjQA target domain, k and shot seed: `metaqa finetune` with k
 examples drawn stratified by answerability from the domain's train split (dev for books and
@@ -21,8 +22,13 @@ equally. The oracle-threshold F1 (`best_f1`, it reads the gold answers) is repor
 labelled as such. `wall_s` per arm: its meta-training plus all its fine-tuning runs; every arm
 sees the same number of meta-training examples (same episodes, same steps; maml at its fraction).
 
-Writes docs/results/bench_ood.json, docs/results/bench_ood.png (F1 vs k per arm) and prints tables.
-Not yet arms: domain-adaptive MLM before the k-shot step, synthetic target questions.
+Adaptations (`ood.adaptations`), per target domain before the k-shot step, on the domain's
+unlabelled text (the k-shot pool's paragraphs; never its test split): `mlm` (`metaqa adapt-mlm`,
+whole-word masking), `synth` (`metaqa synth` questions roundtrip-filtered by the arm's reader,
+added to the k examples), `mlm+synth`. A variant is reported as `<arm>+<adaptation>`; every gain
+is against plain multitask.
+
+Writes docs/results/bench_ood.json, docs/results/bench_ood.png (F1 vs k per variant) and prints tables.
 """
 from __future__ import annotations
 
@@ -42,7 +48,7 @@ sys.path.insert(0, str(ROOT))
 from metaqa.config import CONF_DIR, compose_stage  # noqa: E402
 from metaqa.evaluation.stats import bootstrap_mean_ci, paired_diff_ci  # noqa: E402
 from metaqa.models.reference import reference_reader  # noqa: E402
-from metaqa.stages import finetune, meta_train  # noqa: E402
+from metaqa.stages import adapt_mlm, finetune, meta_train, synth  # noqa: E402
 from metaqa.tracking.results import write_results  # noqa: E402
 from metaqa.tracking.run import run_cached  # noqa: E402
 from metaqa.tracking.tables import markdown_table  # noqa: E402
@@ -56,9 +62,14 @@ def protocol(args) -> dict:
     """ood.yaml's `ood` node, its size's settings on top, then the command line's."""
     ood = OmegaConf.to_container(OmegaConf.load(CONF_DIR / "experiment" / "ood.yaml")["ood"])
     ood.update(ood["sizes"][args.size])
-    for key in ("arms", "targets", "ks", "shot_seeds", "meta_seeds", "meta_steps", "limit_eval"):
+    for key in ("arms", "targets", "ks", "shot_seeds", "meta_seeds", "meta_steps", "limit_eval", "adaptations"):
         if getattr(args, key) is not None:
             ood[key] = getattr(args, key)
+    if args.mlm_steps is not None:
+        ood["mlm"] = {**ood["mlm"], "steps": args.mlm_steps, "head_warmup_steps": min(ood["mlm"]["head_warmup_steps"],
+                                                                                      args.mlm_steps // 2)}
+    if args.synth_paragraphs is not None:
+        ood["synth"] = {**ood["synth"], "paragraphs": args.synth_paragraphs}
     if isinstance(ood["arms"], dict):
         ood["arms"] = list(ood["arms"])
     return ood
@@ -76,16 +87,44 @@ def meta_train_arm(arm: str, seed: int, ood: dict, args) -> tuple[Path, float]:
     return out / "reader", float(summary.get("seconds") or 0.0)
 
 
-def adapt(reader: Path, arm: str, seed: int, domain: str, k: int, shot_seed: int, ood: dict) -> tuple[dict, dict, float]:
+def k_shot_pool(domain: str, ood: dict) -> Path:
     subjqa = DATA / "subjqa" / domain
-    pool = subjqa / ("dev.csv" if domain in ood["no_train_split"] else "train.csv")
-    out = OUT / f"v{ood['version']}" / "finetune" / f"{arm}_seed{seed}" / f"{domain}_k{k}_shot{shot_seed}"
+    return subjqa / ("dev.csv" if domain in ood["no_train_split"] else "train.csv")
+
+
+def adapt_to_domain(reader: Path, arm: str, seed: int, domain: str, adaptation: str, ood: dict) -> tuple[Path, Path | None, float]:
+    """The reader and synthetic questions the k-shot step starts from, after `adaptation` on the
+    domain's unlabelled text (the k-shot pool's paragraphs; never the test split)."""
+    root = OUT / f"v{ood['version']}" / "adapt" / f"{arm}_seed{seed}" / domain
+    pool, seconds, synthetic = k_shot_pool(domain, ood), 0.0, None
+    if "synth" in adaptation.split("+"):  # roundtrip-filtered by the arm's own reader, before any MLM
+        out = root / "synth"
+        summary = run_cached("synth", synth.run, compose_stage("synth", out, [
+            f"input={pool}", f"limit_paragraphs={ood['synth']['paragraphs']}", "progress=false",
+            f"reader_dir={reader}", f"negatives.per_paragraph={ood['synth']['negatives_per_paragraph']}",
+            f"seed={seed}", f"paths.shared_data={DATA}"], root_dir=ROOT))
+        synthetic, seconds = out / "synthetic.csv", seconds + float(summary.get("seconds") or 0.0)
+    if "mlm" in adaptation.split("+"):
+        out = root / "mlm"
+        summary = run_cached("adapt_mlm", adapt_mlm.run, compose_stage("adapt_mlm", out, [
+            f"model_dir={reader}", f"text_source={pool}", f"steps={ood['mlm']['steps']}",
+            f"head_warmup_steps={ood['mlm']['head_warmup_steps']}", f"seed={seed}", f"trainer={TRAINER}",
+            "trainer.enable_progress_bar=false", "logger=csv", f"paths.shared_data={DATA}"], root_dir=ROOT))
+        reader, seconds = out / "reader", seconds + float(summary.get("seconds") or 0.0)
+    return reader, synthetic, seconds
+
+
+def adapt(reader: Path, synthetic: Path | None, variant: str, seed: int, domain: str, k: int, shot_seed: int,
+          ood: dict) -> tuple[dict, dict, float]:
+    subjqa = DATA / "subjqa" / domain
+    out = OUT / f"v{ood['version']}" / "finetune" / f"{variant}_seed{seed}" / f"{domain}_k{k}_shot{shot_seed}"
     cfg = compose_stage("finetune", out, [
         f"model_dir={reader}", "data=subj_qa", f"data.domain={domain}", "logger=none", f"trainer={TRAINER}",
-        "trainer.enable_progress_bar=false", f"train_source={pool}", f"eval_source={subjqa / 'test.csv'}",
-        f"k={k}", f"seed={shot_seed}", f"epochs={ood['finetune_epochs']}", "draw=stratified",
-        f"threshold.folds={ood['threshold_folds']}", f"limit_eval={ood['limit_eval'] or 'null'}",
-        "reader.max_seq_length=256", "reader.doc_stride=96", f"paths.shared_data={DATA}"], root_dir=ROOT)
+        "trainer.enable_progress_bar=false", f"train_source={k_shot_pool(domain, ood)}",
+        f"eval_source={subjqa / 'test.csv'}", f"k={k}", f"seed={shot_seed}", f"epochs={ood['finetune_epochs']}",
+        "draw=stratified", f"threshold.folds={ood['threshold_folds']}", f"limit_eval={ood['limit_eval'] or 'null'}",
+        f"synthetic_source={synthetic or 'null'}", "reader.max_seq_length=256", "reader.doc_stride=96",
+        f"paths.shared_data={DATA}"], root_dir=ROOT)
     summary = run_cached("finetune", finetune.run, cfg)
     per_q = json.loads((out / "per_question.json").read_text())["after"]
     return summary["metrics"], per_q, float(summary.get("seconds") or 0.0)
@@ -135,6 +174,9 @@ def main() -> None:
     parser.add_argument("--meta-seeds", dest="meta_seeds", nargs="+", type=int, default=None)
     parser.add_argument("--meta-steps", dest="meta_steps", type=int, default=None)
     parser.add_argument("--limit-eval", dest="limit_eval", type=int, default=None)
+    parser.add_argument("--adaptations", nargs="+", default=None, choices=["none", "mlm", "synth", "mlm+synth"])
+    parser.add_argument("--mlm-steps", dest="mlm_steps", type=int, default=None)
+    parser.add_argument("--synth-paragraphs", dest="synth_paragraphs", type=int, default=None)
     parser.add_argument("--out", type=Path, default=ROOT / "docs" / "results" / "bench_ood.json")
     args = parser.parse_args()
     if not (DATA / "subjqa").exists():
@@ -142,31 +184,39 @@ def main() -> None:
         return
     ood = protocol(args)
     if any(getattr(args, k) is not None for k in ("arms", "targets", "ks", "shot_seeds", "meta_seeds", "meta_steps",
-                                                   "limit_eval")):
+                                                   "limit_eval", "adaptations", "mlm_steps", "synth_paragraphs")):
         args.out = args.out.with_name(args.out.stem + "_smoke.json")  # not the protocol as versioned
-    if "multitask" not in ood["arms"]:
-        parser.error("the multitask arm is the baseline every gain is measured against: keep it in --arms")
+    if "multitask" not in ood["arms"] or "none" not in ood["adaptations"]:
+        parser.error("multitask without adaptation is the baseline every gain is measured against: keep "
+                     "multitask in --arms and none in --adaptations")
     print(f"OOD protocol v{ood['version']} ({args.size}), init {args.init}: arms {ood['arms']}, targets "
-          f"{ood['targets']}, k {ood['ks']}, shot seeds {ood['shot_seeds']}, meta seeds {ood['meta_seeds']}")
+          f"{ood['targets']}, adaptations {ood['adaptations']}, k {ood['ks']}, shot seeds {ood['shot_seeds']}, "
+          f"meta seeds {ood['meta_seeds']}")
     scores: dict = {}  # arm → domain → k → [per-question dict per (meta seed, shot seed)]
     oracle: dict = {}
     wall: dict = {}
+    variants = [arm if a == "none" else f"{arm}+{a}" for arm in ood["arms"] for a in ood["adaptations"]]
     with initialize_config_dir(str(CONF_DIR), version_base="1.3"):
         for arm in ood["arms"]:
-            wall[arm] = 0.0
-            for seed in ood["meta_seeds"]:
-                reader, seconds = meta_train_arm(arm, seed, ood, args)
-                wall[arm] += seconds
-                for domain in ood["targets"]:
-                    for k in ood["ks"]:
-                        for shot_seed in ood["shot_seeds"] if k else [0]:  # k = 0 draws nothing
-                            metrics, per_q, seconds = adapt(reader, arm, seed, domain, k, shot_seed, ood)
-                            wall[arm] += seconds
-                            scores.setdefault(arm, {}).setdefault(domain, {}).setdefault(k, []).append(per_q)
-                            oracle.setdefault(arm, {}).setdefault(domain, {}).setdefault(k, []).append(
-                                metrics.get("after/best_f1"))
+            for adaptation in ood["adaptations"]:
+                variant = arm if adaptation == "none" else f"{arm}+{adaptation}"
+                wall[variant] = 0.0
+                for seed in ood["meta_seeds"]:
+                    meta_reader, seconds = meta_train_arm(arm, seed, ood, args)
+                    wall[variant] += seconds  # each variant counts its arm's meta-training
+                    for domain in ood["targets"]:
+                        reader, synthetic, seconds = adapt_to_domain(meta_reader, arm, seed, domain, adaptation, ood)
+                        wall[variant] += seconds
+                        for k in ood["ks"]:
+                            for shot_seed in ood["shot_seeds"] if k else [0]:  # k = 0 draws nothing
+                                metrics, per_q, seconds = adapt(reader, synthetic, variant, seed, domain, k,
+                                                                shot_seed, ood)
+                                wall[variant] += seconds
+                                scores.setdefault(variant, {}).setdefault(domain, {}).setdefault(k, []).append(per_q)
+                                oracle.setdefault(variant, {}).setdefault(domain, {}).setdefault(k, []).append(
+                                    metrics.get("after/best_f1"))
     rows, arms = [], {}
-    for arm in ood["arms"]:
+    for arm in variants:
         summary = {"wall_s": round(wall[arm], 1)}
         for k in ood["ks"]:
             mats = {d: domain_matrix(scores[arm][d][k])[0] for d in ood["targets"]}
@@ -193,6 +243,7 @@ def main() -> None:
              for arm, s in arms.items() if arm != "multitask" for k in (16, 64) if f"gain_vs_multitask_k{k}" in s]
     goal = any(g >= 3 and lo > 0 for _, _, g, lo in gains)
     figures = {"protocol_version": ood["version"], "size": args.size, "init": args.init, "ks": ood["ks"],
+               "adaptations": ood["adaptations"], "mlm": ood["mlm"], "synth": ood["synth"],
                "targets": ood["targets"], "shot_seeds": ood["shot_seeds"], "meta_seeds": ood["meta_seeds"],
                "meta_steps": ood["meta_steps"], "limit_eval": ood["limit_eval"], "arms": arms,
                "goal_best_arm_plus_3_f1_at_k16_64_ci_excludes_0": goal, "rows": rows}

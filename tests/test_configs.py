@@ -19,6 +19,7 @@ def test_base_configs_compose_and_resolve(stage_cfg, base):
     overrides = ["model_dir=/tmp/x"] if base in needs_model_dir else []
     overrides += ["dir=/tmp/x"] if base == "report" else []
     overrides += ["teacher_dir=/tmp/x"] if base == "compress" else []
+    overrides += ["model_dir=/tmp/x", "text_source=/tmp/x.txt"] if base == "adapt_mlm" else []
     cfg = stage_cfg(base, overrides)
     assert resolved_config(cfg)
 
