@@ -44,6 +44,8 @@ OUT = ROOT / "outputs" / "compress"
 STUDENTS = {
     "trunc4": ["compress=[truncate,distill]", "compress.truncate.layers=4"],
     "trunc3": ["compress=[truncate,distill]", "compress.truncate.layers=3"],
+    # the same student matching the teacher's hidden states per kept layer (the teacher runs each step)
+    "trunc3_hidden": ["compress=[truncate,distill]", "compress.truncate.layers=3", "compress.distill.hidden_weight=1.0"],
     "prune": ["compress=[prune,distill]", "compress.prune.heads=0.25", "compress.prune.ffn=0.5"],
 }
 

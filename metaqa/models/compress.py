@@ -183,5 +183,23 @@ def distill_loss(student_start: torch.Tensor, student_end: torch.Tensor, teacher
     return loss
 
 
+def hidden_state_loss(student_hidden: Sequence[torch.Tensor], teacher_hidden: Sequence[torch.Tensor],
+                      teacher_layers: Sequence[int] | None = None, mask: torch.Tensor | None = None) -> torch.Tensor:
+    """Mean over the student's layers j of the MSE between its output and that of teacher layer
+    `teacher_layers[j]` (default: the same layer), over real tokens: the intermediate-layer transfer
+    of TinyBERT / DistilBERT's cosine term, as MSE (pruning and truncation keep the hidden size).
+    `*_hidden` are `output_hidden_states` tuples: index 0 is the embeddings, i + 1 layer i's output."""
+    layers = range(len(student_hidden) - 1)
+    mapped = list(teacher_layers) if teacher_layers is not None else list(layers)
+    if len(mapped) != len(layers):
+        raise ValueError(f"{len(layers)} student layers but a map of {len(mapped)} teacher layers")
+    weight = mask.unsqueeze(-1).to(student_hidden[0].dtype) if mask is not None else None
+    losses = []
+    for j in layers:
+        diff = (student_hidden[j + 1].float() - teacher_hidden[mapped[j] + 1].float()) ** 2
+        losses.append(diff.mean() if weight is None else (diff * weight).sum() / (weight.sum() * diff.shape[-1]))
+    return torch.stack(losses).mean()
+
+
 def parameter_count(net) -> int:
     return sum(p.numel() for p in net.parameters())

@@ -5,6 +5,11 @@ The teacher's logits for every training window are computed once, when fitting s
 no-grad pass, batched, fp32), and kept as one float16 array per window; every epoch reads them
 by the batch's `feature_index`. Teacher and student tokenise identically (the student is cut from
 the teacher, or shares its tokenizer), so window i has the same positions for both.
+
+With `hidden_weight > 0` the student also matches the teacher's hidden states layer by layer
+(`hidden_state_loss`; `teacher_layers` maps a truncated student's layers to the teacher's). Those
+are too large to cache (windows × tokens × hidden × layers), so the teacher then runs beside the
+student on every batch (no grad) and its logits come from that same pass, not the cache.
 """
 from __future__ import annotations
 
@@ -15,7 +20,7 @@ import torch
 from tqdm.auto import tqdm
 
 from metaqa.data.features import FeatureDataset, model_inputs
-from metaqa.models.compress import distill_loss
+from metaqa.models.compress import distill_loss, hidden_state_loss
 from metaqa.models.reader import ReaderModule
 
 
@@ -65,28 +70,46 @@ class TeacherCache:
 
 class DistillModule(ReaderModule):
     """`ReaderModule` whose training loss is `distill_loss` against a teacher reader dir
-    (`alpha=0`: gold spans only, i.e. plain fine-tuning of a compressed student)."""
+    (`alpha=0`: gold spans only, i.e. plain fine-tuning of a compressed student), plus
+    `hidden_weight` × `hidden_state_loss` when that is > 0."""
 
     def __init__(self, net, optimizer, teacher_dir: str, temperature: float = 2.0, alpha: float = 0.5,
-                 teacher_batch_size: int = 64, **kwargs) -> None:
+                 teacher_batch_size: int = 64, hidden_weight: float = 0.0, teacher_layers: list[int] | None = None,
+                 **kwargs) -> None:
         super().__init__(net, optimizer, **kwargs)
         self.save_hyperparameters(ignore=["net", "optimizer"], logger=False)
         self.teacher = TeacherCache(teacher_dir, teacher_batch_size)
+        self._live: list = []  # the teacher run beside the student: a list, so it is no submodule (never saved)
 
     def on_fit_start(self) -> None:
-        if self.hparams.alpha > 0:
+        if self.hparams.hidden_weight > 0:
+            from transformers import AutoModelForQuestionAnswering
+
+            live = AutoModelForQuestionAnswering.from_pretrained(self.hparams.teacher_dir, local_files_only=True)
+            self._live = [live.eval().requires_grad_(False).to(self.device)]
+        elif self.hparams.alpha > 0:
             dm = self.trainer.datamodule
             self.teacher.ensure(dm.train_features, dm.tokenizer.pad_token_id)
 
     def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor:
-        out = self.net(**model_inputs(batch))
+        inputs = model_inputs(batch)
+        hidden = self.hparams.hidden_weight > 0
+        out = self.net(**inputs, output_hidden_states=hidden)
         mask = batch["attention_mask"].bool()
-        if self.hparams.alpha > 0:
+        if hidden:
+            with torch.no_grad():
+                teacher = self._live[0](**inputs, output_hidden_states=True)
+            t_start, t_end = teacher.start_logits, teacher.end_logits
+        elif self.hparams.alpha > 0:
             t_start, t_end = self.teacher.gather(batch["feature_index"], mask.shape[1])
             t_start, t_end = t_start.to(out.start_logits), t_end.to(out.end_logits)
         else:
             t_start, t_end = out.start_logits.detach(), out.end_logits.detach()
         loss = distill_loss(out.start_logits, out.end_logits, t_start, t_end, batch["start_positions"],
                             batch["end_positions"], self.hparams.temperature, self.hparams.alpha, mask)
+        if hidden:
+            transfer = hidden_state_loss(out.hidden_states, teacher.hidden_states, self.hparams.teacher_layers, mask)
+            self.log("train/hidden_loss", transfer, batch_size=len(batch["input_ids"]))
+            loss = loss + self.hparams.hidden_weight * transfer
         self.log("train/loss", loss, prog_bar=True, batch_size=len(batch["input_ids"]))
         return loss

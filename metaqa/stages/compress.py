@@ -16,7 +16,7 @@ import logging
 from pathlib import Path
 
 import hydra
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig, OmegaConf, open_dict
 
 from metaqa.config import CONF_DIR, ConfigError
 from metaqa.models.compress import choose_layers, parameter_count, prune, truncate
@@ -79,6 +79,8 @@ def run(cfg: DictConfig) -> dict:
     log.info("student: %d layers, %.1fM parameters (%.0f%% of the teacher's) → %s", facts["student_layers"],
              facts["student_params"] / 1e6, 100 * facts["params_ratio"], init_dir)
     del teacher, student
+    with open_dict(cfg):  # hidden-state transfer pairs each kept layer with the teacher layer it came from
+        cfg.module.teacher_layers = facts.get("kept_layers")
     metrics = train.run(cfg)
     metrics.update({k: v for k, v in facts.items() if isinstance(v, (int, float))})
     metrics["kept_layers"] = str(facts.get("kept_layers", "all"))

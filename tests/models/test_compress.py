@@ -19,6 +19,7 @@ from metaqa.models.compress import (
     choose_layers,
     distill_loss,
     heads_to_prune,
+    hidden_state_loss,
     parameter_count,
     prune,
     truncate,
@@ -78,6 +79,21 @@ def test_distill_loss_is_its_formula():
     # alpha = 0 is the gold loss alone, as HF computes it for an unmasked window
     plain = distill_loss(s_start, s_end, t_start, t_end, gold_s, gold_e, T, 0.0)
     assert float(plain) == pytest.approx(float((F.cross_entropy(s_start, gold_s) + F.cross_entropy(s_end, gold_e)) / 2))
+
+
+def test_hidden_state_loss_pairs_each_student_layer_with_its_teacher_layer():
+    torch.manual_seed(0)
+    teacher = [torch.randn(2, 5, 8) for _ in range(5)]  # embeddings + 4 layers
+    student = [teacher[0], teacher[2] + 1.0, teacher[4]]  # 2 layers: teacher layers 1 (off by 1) and 3
+    mask = torch.ones(2, 5, dtype=torch.bool)
+    assert torch.isclose(hidden_state_loss(student, teacher, [1, 3], mask), torch.tensor(0.5))  # (1 + 0) / 2
+    mask[:, 3:] = False  # padding does not count
+    student[1] = student[1].clone()
+    student[1][:, 3:] += 100.0
+    assert torch.isclose(hidden_state_loss(student, teacher, [1, 3], mask), torch.tensor(0.5))
+    assert hidden_state_loss(teacher, teacher) == 0  # same depth: layer i with layer i
+    with pytest.raises(ValueError, match="2 student layers"):
+        hidden_state_loss(student, teacher, [3])
 
 
 def test_layer_choice():
@@ -180,3 +196,18 @@ def test_compress_stage_writes_a_smaller_reader(stage_cfg, teacher, tmp_path):
     assert reader["num_hidden_layers"] == 2 and reader["intermediate_size"] == 32
     assert metrics["student_params"] < metrics["teacher_params"] and metrics["kept_layers"] == "[1, 3]"
     assert "val/f1" in metrics
+
+
+def test_hidden_state_transfer_trains_a_truncated_student_from_the_live_teacher(stage_cfg, teacher, tmp_path):
+    from metaqa.stages import compress, prep
+
+    teacher_dir, _ = teacher
+    prep.run(stage_cfg("prep", [f"data.prep_dir={tmp_path / 'data'}"]))
+    cfg = stage_cfg("compress", [f"teacher_dir={teacher_dir}", "compress.truncate.layers=2",
+                                 "compress.distill.hidden_weight=1.0", f"data.prep_dir={tmp_path / 'data'}",
+                                 "debug=fast", "trainer.max_steps=2", "reader.max_seq_length=128",
+                                 "reader.doc_stride=32", "logger=csv"])
+    compress.run(cfg)
+    assert list(cfg.module.teacher_layers) == [1, 3]  # the stage told the module where each layer came from
+    logged = (next((tmp_path / "compress").rglob("metrics.csv"))).read_text().splitlines()
+    assert "train/hidden_loss" in logged[0]
