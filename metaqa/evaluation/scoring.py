@@ -51,7 +51,12 @@ def per_question(records: Sequence[QARecord], predictions: Sequence[SpanPredicti
     """id → (F1, EM) in 0–100 for each question, by the same official formulas as `score` (max over
     gold answers; v2: an unanswerable gold is [""]); their mean is `score`'s f1 / exact. For
     intervals over questions (`metaqa.evaluation.stats`)."""
-    by_id = {p.id: p.text for p in predictions}
+    return per_question_texts(records, {p.id: p.text for p in predictions}, version_2)
+
+
+def per_question_texts(records: Sequence[QARecord], by_id: Mapping[str, str],
+                       version_2: bool) -> dict[str, tuple[float, float]]:
+    """`per_question` of answer texts by id (e.g. an eval run's predictions.json)."""
     out = {}
     for qid, answers in gold_from_records(records).items():
         text = by_id.get(qid, "")
