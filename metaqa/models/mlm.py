@@ -26,15 +26,13 @@ def masked_lm_around(reader: PreTrainedModel) -> PreTrainedModel:
     return mlm
 
 
-def encoder_parameters(mlm: PreTrainedModel) -> list[torch.nn.Parameter]:
-    return list(mlm.base_model.parameters())
-
-
 def masked_lm_loss(mlm: PreTrainedModel, batch: dict) -> torch.Tensor:
     """The masked-LM loss, with the vocabulary head applied to the masked positions only: on
     MiniLM at 256 tokens the head over every position (what `mlm(**batch)` does) costs about as
-    much as the encoder, for the 15% of positions that have a label. Architectures whose head is
-    not one module (`cls` in BERT, `lm_head` in RoBERTa) take the plain path."""
+    much as the encoder, for the 15% of positions that have a label. The head is the model's one
+    child beside the encoder (`cls` in BERT, `lm_head` in RoBERTa); architectures with several
+    (DistilBERT's vocab_transform / _layer_norm / _projector) take the plain path. A batch with
+    nothing masked (short texts can draw none) has loss 0, not the NaN of an empty mean."""
     heads = [m for name, m in mlm.named_children() if name != mlm.base_model_prefix]
     if len(heads) != 1:
         return mlm(**batch).loss
@@ -42,6 +40,8 @@ def masked_lm_loss(mlm: PreTrainedModel, batch: dict) -> torch.Tensor:
     inputs = {k: v for k, v in batch.items() if k != "labels"}
     hidden = mlm.base_model(**inputs).last_hidden_state
     chosen = labels != -100
+    if not chosen.any():
+        return hidden.sum() * 0.0  # zero, still attached to the graph
     logits = heads[0](hidden[chosen])
     return torch.nn.functional.cross_entropy(logits.float(), labels[chosen])
 
@@ -59,7 +59,7 @@ class MaskedLMModule(pl.LightningModule):
 
     def on_train_batch_start(self, batch, batch_idx) -> None:
         trainable = self.global_step >= self.head_warmup_steps
-        for p in encoder_parameters(self.mlm):
+        for p in self.mlm.base_model.parameters():
             p.requires_grad_(trainable)  # AdamW skips parameters without a gradient
 
     def training_step(self, batch, batch_idx):

@@ -68,7 +68,7 @@ def add_negatives(splits: dict[str, list], records: list, negatives: DictConfig 
     seed = negatives.get("seed", seed)
     nlp = load_spacy(negatives.get("spacy_model") or SPACY_MODEL) if negatives.get("entity_swap") else None
     for rows in splits.values():
-        answerable = list(rows)  # each construction draws from the answerable questions only
+        answerable = list(rows)  # a snapshot: neither construction draws from the other's twins
         if negatives.get("fraction"):
             rows.extend(hard_negatives(answerable, records, negatives.fraction, seed, progress=True))
         if nlp is not None:

@@ -70,6 +70,9 @@ def test_the_loss_on_masked_positions_only_is_the_full_models_loss(reader, token
     data = MaskedLMDataModule(tokenizer, read_texts(SAMPLE)[:12], max_seq_length=64, batch_size=6)
     batch = next(iter(data.train_dataloader()))
     assert torch.allclose(masked_lm_loss(mlm, batch), mlm(**batch).loss, atol=1e-5)
+    batch["labels"][:] = -100  # nothing masked: zero, not NaN
+    nothing = masked_lm_loss(mlm, batch)
+    assert nothing.item() == 0.0 and nothing.requires_grad
 
 
 def test_adapt_mlm_changes_only_the_encoder_and_the_reader_still_loads(stage_cfg, reader, tmp_path):
