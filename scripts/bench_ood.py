@@ -13,7 +13,8 @@ optimiser, second-order maml at `ood.maml_steps_fraction` of the steps), adaptat
 the same episodes. Then for each SubjQA target domain, k and shot seed: `metaqa finetune` with k
 examples drawn stratified by answerability from the domain's train split (dev for books and
 movies, which have none), the null threshold by `ood.threshold_folds`-fold cross-validation on
-the k examples, scored on the domain's test split (first `limit_eval` questions).
+the k examples and the epoch count by early stopping on the same folds (`ood.early_stopping`),
+scored on the domain's test split (first `limit_eval` questions).
 
 Statistics: per (arm, domain, k) the mean F1 over meta seeds × shot seeds with a 95% bootstrap
 interval over questions × seeds (`metaqa.evaluation.stats`), and the paired difference against
@@ -122,7 +123,8 @@ def adapt(reader: Path, synthetic: Path | None, variant: str, seed: int, domain:
         f"model_dir={reader}", "data=subj_qa", f"data.domain={domain}", "logger=none", f"trainer={TRAINER}",
         "trainer.enable_progress_bar=false", f"train_source={k_shot_pool(domain, ood)}",
         f"eval_source={subjqa / 'test.csv'}", f"k={k}", f"seed={shot_seed}", f"epochs={ood['finetune_epochs']}",
-        "draw=stratified", f"threshold.folds={ood['threshold_folds']}", f"limit_eval={ood['limit_eval'] or 'null'}",
+        "draw=stratified", f"threshold.folds={ood['threshold_folds']}",
+        f"early_stopping={ood['early_stopping']}", f"limit_eval={ood['limit_eval'] or 'null'}",
         f"synthetic_source={synthetic or 'null'}", "reader.max_seq_length=256", "reader.doc_stride=96",
         f"paths.shared_data={DATA}"], root_dir=ROOT)
     summary = run_cached("finetune", finetune.run, cfg)
@@ -244,7 +246,8 @@ def main() -> None:
     goal = any(g >= 3 and lo > 0 for _, _, g, lo in gains)
     figures = {"protocol_version": ood["version"], "size": args.size, "init": args.init, "ks": ood["ks"],
                "adaptations": ood["adaptations"], "mlm": ood["mlm"], "synth": ood["synth"],
-               "targets": ood["targets"], "shot_seeds": ood["shot_seeds"], "meta_seeds": ood["meta_seeds"],
+               "targets": ood["targets"], "early_stopping": ood["early_stopping"], "shot_seeds": ood["shot_seeds"],
+               "meta_seeds": ood["meta_seeds"],
                "meta_steps": ood["meta_steps"], "limit_eval": ood["limit_eval"], "arms": arms,
                "goal_best_arm_plus_3_f1_at_k16_64_ci_excludes_0": goal, "rows": rows}
     png = args.out.with_suffix(".png")

@@ -7,7 +7,11 @@ evaluation source is the same data, those k questions are left out of what is sc
 `draw=stratified` (default) keeps the pool's share of unanswerable questions in the k; with
 `threshold.folds=F` (≥ 2) the null threshold of the adapted reader is chosen by F-fold
 cross-validation on the k examples alone (F extra fits on the other folds, each scored on its
-held fold; the median of their oracle thresholds), never on the evaluation set.
+held fold; the median of their oracle thresholds), never on the evaluation set. `early_stopping=true`
+(with folds) also stops early on those held folds: every fold's fit scores its held fold after each
+epoch, and the final fit on all k trains the share of its schedule at which the folds' mean
+held-fold (oracle-threshold) F1 peaked, with that epoch's thresholds: the number of epochs chosen
+by cross-validation, then a refit on all k examples, as usual when the held-apart data is this small.
 """
 from __future__ import annotations
 
@@ -72,17 +76,53 @@ def folds_of(shots: list[QARecord], folds: int) -> list[list[QARecord]]:
     return [ordered[f::folds] for f in range(folds)]
 
 
-def cv_threshold(net, tokenizer, shots: list[QARecord], cfg: DictConfig, out: Path) -> tuple[float, list[float]]:
-    """The median over folds of the oracle null threshold on each held fold, every fold's reader
-    adapted from `net` (untouched) on the other folds. Reads only the k examples."""
-    reader = ReaderConfig.from_cfg(cfg.reader)
-    thresholds = []
+class HeldFoldScores(pl.Callback):
+    """A cross-validation fit's held fold, scored after every epoch (`every_epoch`) or at the end:
+    (optimiser step, oracle-threshold F1, that threshold) per check."""
+
+    def __init__(self, held: list[QARecord], tokenizer, reader: ReaderConfig, batch_size: int, every_epoch: bool):
+        self.held, self.tokenizer, self.reader, self.batch_size = held, tokenizer, reader, batch_size
+        self.every_epoch = every_epoch
+        self.checks: list[tuple[int, float, float]] = []
+        self.total_steps = 0
+
+    def check(self, trainer, module) -> None:
+        if self.checks and self.checks[-1][0] == trainer.global_step:
+            return  # the last epoch ended at max_steps: already scored
+        predictions = TorchPredictor(module.net, self.tokenizer, self.reader).predict(self.held, self.batch_size)
+        metrics = score(self.held, predictions, True)[0]
+        self.checks.append((trainer.global_step, float(metrics["best_f1"]), float(metrics["best_f1_thresh"])))
+
+    def on_train_epoch_end(self, trainer, module) -> None:
+        if self.every_epoch:
+            self.check(trainer, module)
+
+    def on_train_end(self, trainer, module) -> None:
+        self.total_steps = trainer.max_steps
+        self.check(trainer, module)
+
+
+def cross_validate(net, tokenizer, shots: list[QARecord], cfg: DictConfig, out: Path) -> dict:
+    """F-fold cross-validation on the k examples alone: every fold's reader adapted from `net`
+    (untouched) on the other folds and scored on its held fold. The null threshold is the median
+    over folds of the held folds' oracle thresholds, at the epoch with the best mean held-fold F1
+    (`early_stopping`; the latest of equal ones, the full schedule when the folds cannot tell) or
+    at the end; `schedule_share` is that epoch's share of the fold fits' steps."""
+    folds = []
     for f, held in enumerate(folds_of(shots, int(cfg.threshold.folds))):
         rest = [r for r in shots if r not in held]
-        adapted = fit(copy.deepcopy(net), tokenizer, rest, cfg, out / "threshold_cv" / str(f), final=False)
-        predictions = TorchPredictor(adapted, tokenizer, reader).predict(held, cfg.eval_batch_size)
-        thresholds.append(float(score(held, predictions, True)[0]["best_f1_thresh"]))
-    return float(np.median(thresholds)), thresholds
+        scores = HeldFoldScores(held, tokenizer, ReaderConfig.from_cfg(cfg.reader), cfg.eval_batch_size,
+                                every_epoch=bool(cfg.early_stopping))
+        fit(copy.deepcopy(net), tokenizer, rest, cfg, out / "threshold_cv" / str(f), final=False, callbacks=[scores])
+        folds.append(scores)
+    checks = min(len(s.checks) for s in folds)  # folds of unequal size can run a different number of epochs
+    mean_f1 = [float(np.mean([s.checks[e][1] for s in folds])) for e in range(checks)]
+    best = max(e for e in range(checks) if mean_f1[e] == max(mean_f1))  # one check without early stopping
+    thresholds = [s.checks[best][2] for s in folds]
+    share = float(np.mean([s.checks[best][0] / s.total_steps for s in folds]))
+    return {"null_threshold": float(np.median(thresholds)), "null_threshold_folds": thresholds,
+            **({"held_f1_by_epoch": mean_f1, "chosen_epoch": best + 1, "schedule_share": share}
+               if cfg.early_stopping else {})}
 
 
 def evaluate(predictor: TorchPredictor, records, cfg: DictConfig) -> tuple[dict, dict, dict]:
@@ -95,6 +135,9 @@ def evaluate(predictor: TorchPredictor, records, cfg: DictConfig) -> tuple[dict,
 def run(cfg: DictConfig) -> dict:
     model_dir = check_reader_dir(cfg.model_dir, cfg.get("allow_pickle", False))
     resolve_ckpt(cfg)  # a missing checkpoint stops before the "before" scores
+    if cfg.early_stopping and not (cfg.threshold.folds and 2 <= cfg.threshold.folds <= cfg.k):
+        raise ConfigError("early_stopping", "stops on held folds of the k examples, and there are none",
+                          f"set threshold.folds to between 2 and k (k={cfg.k})")
     pl.seed_everything(cfg.seed, workers=True)
     out = Path(cfg.paths.output_dir)
     predictor = TorchPredictor.from_dir(model_dir, ReaderConfig.from_cfg(cfg.reader))
@@ -115,11 +158,13 @@ def run(cfg: DictConfig) -> dict:
     log.info("before: F1 %.2f on %d questions", before["f1"], len(evaluation))
     threshold = {}
     if cfg.threshold.folds and cfg.threshold.folds >= 2 and len(shots) >= cfg.threshold.folds:
-        chosen, per_fold = cv_threshold(net, tokenizer, shots, cfg, out)
-        threshold = {"null_threshold": chosen, "null_threshold_folds": per_fold}
-        log.info("null threshold %.3f (median of %s over %d folds of the k examples)", chosen, per_fold, len(per_fold))
+        threshold = cross_validate(net, tokenizer, shots, cfg, out)
+        log.info("null threshold %.3f (median of %s over the folds of the k examples)%s", threshold["null_threshold"],
+                 threshold["null_threshold_folds"], f"; early stop at epoch {threshold['chosen_epoch']} "
+                 f"({threshold['schedule_share']:.0%} of the schedule)" if "chosen_epoch" in threshold else "")
     if train_records:
-        predictor.net = net = fit(net, tokenizer, train_records, cfg, out)
+        predictor.net = net = fit(net, tokenizer, train_records, cfg, out,
+                                  schedule_share=threshold.get("schedule_share", 1.0))
         if threshold:
             predictor.reader.decode = dataclasses.replace(predictor.reader.decode,
                                                           null_threshold=threshold["null_threshold"])
@@ -139,24 +184,29 @@ def run(cfg: DictConfig) -> dict:
     return {"k": cfg.k, "synthetic": len(synthetic), "eval_questions": len(evaluation),
             "k_unanswerable": sum(r.is_impossible for r in shots),
             **({"after/null_threshold": threshold["null_threshold"]} if threshold else {}),
+            **({"after/schedule_share": threshold["schedule_share"]} if "schedule_share" in threshold else {}),
             **{f"before/{k}": float(v) for k, v in before.items()},
             **{f"after/{k}": float(v) for k, v in after.items()},
             "f1_gain": float(after["f1"] - before["f1"])}
 
 
-def fit(net, tokenizer, records: list[QARecord], cfg: DictConfig, out: Path, final: bool = True):
-    """Adapt `net` on `records`; `final=False` (a cross-validation fit): no loggers, checkpoints or resume."""
+def fit(net, tokenizer, records: list[QARecord], cfg: DictConfig, out: Path, final: bool = True,
+        callbacks: list | None = None, schedule_share: float = 1.0):
+    """Adapt `net` on `records` for `schedule_share` of `epochs` (in steps, at least `min_steps` in
+    full); `final=False` (a cross-validation fit): no loggers, checkpoints or resume."""
     train_file = out / "finetune_train.json"  # what this run trained on, as SQuAD v2 JSON
     write_squad_json(records, train_file)
     datamodule = QADataModule(tokenizer, str(train_file), None, cfg.reader.max_seq_length, cfg.reader.doc_stride,
                               cfg.batch_size, cfg.eval_batch_size, seed=cfg.seed)
     datamodule.setup("fit")
-    steps = max(cfg.epochs * math.ceil(len(datamodule.train_features) / cfg.batch_size), cfg.min_steps)
+    full = max(cfg.epochs * math.ceil(len(datamodule.train_features) / cfg.batch_size), cfg.min_steps)
+    steps = max(1, round(schedule_share * full))
     module = hydra.utils.instantiate(cfg.module, net=net, _convert_="all")
     loggers = instantiate_list(cfg.get("logger")) if final else []
     extra = {} if final else {"enable_checkpointing": False, "default_root_dir": str(out)}
     trainer, _ = build_trainer(cfg.trainer, logger=loggers or False, max_steps=steps,
-                               callbacks=instantiate_list(cfg.get("callbacks")) if final else [], **extra)
+                               callbacks=[*(instantiate_list(cfg.get("callbacks")) if final else []), *(callbacks or [])],
+                               **extra)
     log_hyperparams(loggers, cfg)
     trainer.fit(module, datamodule=datamodule, ckpt_path=resolve_ckpt(cfg) if final else None)
     return module.net.eval()

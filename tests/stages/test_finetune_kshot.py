@@ -1,5 +1,5 @@
 """k-shot adaptation that does not collapse: stratified draws keep the pool's unanswerable share,
-and the cross-validated null threshold is a function of the k examples alone."""
+and the cross-validated null threshold and early-stopping epoch are functions of the k examples alone."""
 from __future__ import annotations
 
 import json
@@ -8,7 +8,7 @@ import pytest
 import torch
 from omegaconf import OmegaConf
 
-from metaqa.config import CONF_DIR
+from metaqa.config import CONF_DIR, ConfigError
 from metaqa.data.records import Answer, QARecord
 from metaqa.models.factory import build_qa_model
 from metaqa.stages import finetune, prep
@@ -37,14 +37,21 @@ def test_folds_spread_unanswerable_questions():
     assert sorted(r.id for f in folds for r in f) == sorted(r.id for r in pool(12, 4))
 
 
-def test_cv_threshold_never_reads_the_evaluation_set(stage_cfg, tmp_path, tokenizer):
+@pytest.fixture
+def tiny_reader(tmp_path, tokenizer):
     reader = tmp_path / "reader"
     torch.manual_seed(0)
     build_qa_model(OmegaConf.load(CONF_DIR / "model" / "tiny.yaml"), vocab_size=len(tokenizer)).save_pretrained(reader)
     tokenizer.save_pretrained(reader)
+    return reader
+
+
+@pytest.mark.parametrize("early_stopping", [False, True])
+def test_cv_threshold_never_reads_the_evaluation_set(stage_cfg, tmp_path, tiny_reader, early_stopping):
     prep.run(stage_cfg("prep", [f"data.prep_dir={tmp_path / 'data'}"]))
-    common = [f"model_dir={reader}", f"data.prep_dir={tmp_path / 'data'}", "k=8", "threshold.folds=2",
-              "min_steps=2", "epochs=1", "reader.max_seq_length=128", "reader.doc_stride=32", "logger=none"]
+    common = [f"model_dir={tiny_reader}", f"data.prep_dir={tmp_path / 'data'}", "k=8", "threshold.folds=2",
+              "min_steps=2", f"epochs={3 if early_stopping else 1}", f"early_stopping={early_stopping}",
+              "reader.max_seq_length=128", "reader.doc_stride=32", "logger=none"]
     test_eval = finetune.run(stage_cfg("finetune", [*common], out=tmp_path / "a"))
     dev_eval = finetune.run(stage_cfg("finetune", [*common, f"eval_source={tmp_path / 'data' / 'dev'}"],
                                       out=tmp_path / "b"))
@@ -55,3 +62,18 @@ def test_cv_threshold_never_reads_the_evaluation_set(stage_cfg, tmp_path, tokeni
     assert sum(f for f, _ in per_q.values()) / len(per_q) == pytest.approx(test_eval["after/f1"])
     saved = json.loads((tmp_path / "a" / "threshold.json").read_text())
     assert len(saved["null_threshold_folds"]) == 2 and saved["null_threshold"] == test_eval["after/null_threshold"]
+    if early_stopping:  # the epoch chosen on the held folds, whatever is scored
+        assert test_eval["after/schedule_share"] == dev_eval["after/schedule_share"]
+        held = saved["held_f1_by_epoch"]
+        assert len(held) == 3 and held[saved["chosen_epoch"] - 1] == max(held)
+        assert all(f < max(held) for f in held[saved["chosen_epoch"]:])  # the latest of the best
+        assert 0 < saved["schedule_share"] <= 1
+    else:
+        assert "chosen_epoch" not in saved and "after/schedule_share" not in test_eval
+
+
+def test_early_stopping_needs_folds_of_the_k_examples(stage_cfg, tmp_path, tiny_reader):
+    prep.run(stage_cfg("prep", [f"data.prep_dir={tmp_path / 'data'}"]))
+    with pytest.raises(ConfigError, match="threshold.folds"):
+        finetune.run(stage_cfg("finetune", [f"model_dir={tiny_reader}", f"data.prep_dir={tmp_path / 'data'}", "k=8",
+                                            "early_stopping=true", "logger=none"], out=tmp_path / "a"))
