@@ -70,7 +70,8 @@ def run_pipeline_eval(data: str, retriever: str, args, out: Path, extra: list[st
     metrics = pipeline_eval.run(cfg)
     row = {"data": data, **{k: metrics[k] for k in PIPELINE_KEYS if k in metrics}}
     row["retriever"] = label or retriever
-    row.update({k: metrics[k] for k in ("themes", "para_acc_has_ans", "f1_has_ans", "para_acc_no_ans",
+    row.update({k: metrics[k] for k in ("para_acc_ci_low", "para_acc_ci_high", "f1_ci_low", "f1_ci_high",
+                                        "themes", "para_acc_has_ans", "f1_has_ans", "para_acc_no_ans",
                                         "null_threshold", "exit_threshold", "rank_penalty", "read_k")})
     calibration = out / "calibration.json"
     if calibration.exists():  # what the calibration saw: the chosen setting, and the best per paragraphs read

@@ -29,6 +29,7 @@ from sklearn.metrics import roc_auc_score
 
 from metaqa.evaluation.latency import median_ci
 from metaqa.evaluation.squad_v2 import compute_exact, compute_f1, normalize_answer
+from metaqa.evaluation.stats import bootstrap_mean_ci
 
 AIT_BUDGET_MS = 200.0
 RECALL_KS = (1, 5)
@@ -94,6 +95,9 @@ def _summary(outcomes: Sequence[Outcome], budget_ms: float) -> dict[str, float]:
         "para_acc": float(para.mean()),
         "f1": float(f1.mean()),
         "exact": float(exact.mean()),
+        # the two halves of the score with their bootstrap 95% intervals over questions
+        **dict(zip(("para_acc_ci_low", "para_acc_ci_high"), bootstrap_mean_ci(para)[1:])),
+        **dict(zip(("f1_ci_low", "f1_ci_high"), bootstrap_mean_ci(f1)[1:])),
         "latency_ms_mean": float(latency.mean()),
         "latency_ms_p50": float(np.percentile(latency, 50)),
         # the p50's bootstrap 95% interval over questions (one pass: a drift of the machine is not in it)

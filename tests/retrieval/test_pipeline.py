@@ -134,6 +134,10 @@ def test_devrev_score_rule():
     assert overall["para_acc"] == pytest.approx(2 / 3) and overall["recall_at_1"] == 0.5
     assert overall["recall_at_5"] == 1.0
     assert overall["theme_score"] == pytest.approx((2 * 2.0 + 1 * t2["theme_score"]) / 3)
+    # intervals over questions: around the mean, none where every question scored the same
+    assert overall["f1_ci_low"] < overall["f1"] < overall["f1_ci_high"] <= 1.0
+    assert overall["para_acc_ci_low"] < overall["para_acc"] < overall["para_acc_ci_high"]
+    assert t1["f1_ci_low"] == t1["f1_ci_high"] == 1.0
 
 
 def test_answerability_auc():
