@@ -35,8 +35,12 @@ from hydra import initialize_config_dir
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 from metaqa.config import CONF_DIR, compose_stage  # noqa: E402
+from metaqa.data.shards import load_source  # noqa: E402
 from metaqa.evaluation.machine import machine_info  # noqa: E402
+from metaqa.evaluation.scoring import per_question_texts  # noqa: E402
+from metaqa.evaluation.stats import bootstrap_mean_ci  # noqa: E402
 from metaqa.models.reference import reference_reader  # noqa: E402
+from metaqa.stages import eval as eval_stage  # noqa: E402
 from metaqa.stages import finetune, synth, train  # noqa: E402
 from metaqa.tracking.run import run_cached  # noqa: E402
 from metaqa.tracking.tables import markdown_table  # noqa: E402
@@ -119,9 +123,19 @@ def part_b(args, work: Path, source: Path) -> list[dict]:
             f"module.optimizer.lr={args.lr}", f"seed={args.seed}",
         ]
         m = cached("train", train, run_dir, overrides)
+        # the dev questions scored again by the eval stage, for per-question F1 and so an interval
+        scored = cached("eval", eval_stage, run_dir / "eval_dev", [
+            "data=squad_v1", f"model_dir={run_dir / 'reader'}", f"source={SQUAD / 'dev-v1.1.json'}",
+            f"limit={args.limit_dev or 'null'}", f"batch_size={args.batch_size * 2}", f"threads={args.threads}"])
+        dev = load_source(SQUAD / "dev-v1.1.json")[: args.limit_dev or None]
+        texts = json.loads((run_dir / "eval_dev" / "predictions.json").read_text())
+        _, low, high = bootstrap_mean_ci([[f1 for f1, _ in per_question_texts(dev, texts, False).values()]])
+        if abs(scored["f1"] - m["val/f1"]) > 0.01:
+            print(f"warning: eval stage F1 {scored['f1']:.2f} vs the training run's validation {m['val/f1']:.2f}")
         rows.append({"n_synthetic": m["train_questions"], "epochs": args.epochs,
                      "dev_questions": args.limit_dev or 10570,
-                     "dev_f1": round(m["val/f1"], 2), "dev_em": round(m["val/exact"], 2),
+                     "dev_f1": round(m["val/f1"], 2), "dev_f1_ci_low": round(low, 2), "dev_f1_ci_high": round(high, 2),
+                     "dev_em": round(m["val/exact"], 2),
                      "train_examples_per_s": round(m.get("train/examples_per_s", 0.0), 1),
                      "wall_s": round(m["bench_wall_s"], 1)})
         print(json.dumps(rows[-1]), flush=True)
