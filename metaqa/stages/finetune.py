@@ -12,6 +12,7 @@ held fold; the median of their oracle thresholds), never on the evaluation set. 
 epoch, and the final fit on all k trains the share of its schedule at which the folds' mean
 held-fold (oracle-threshold) F1 peaked, with that epoch's thresholds: the number of epochs chosen
 by cross-validation, then a refit on all k examples, as usual when the held-apart data is this small.
+With k = 0 there is nothing to hold apart: synthetic data alone trains the full schedule.
 """
 from __future__ import annotations
 
@@ -135,7 +136,7 @@ def evaluate(predictor: TorchPredictor, records, cfg: DictConfig) -> tuple[dict,
 def run(cfg: DictConfig) -> dict:
     model_dir = check_reader_dir(cfg.model_dir, cfg.get("allow_pickle", False))
     resolve_ckpt(cfg)  # a missing checkpoint stops before the "before" scores
-    if cfg.early_stopping and not (cfg.threshold.folds and 2 <= cfg.threshold.folds <= cfg.k):
+    if cfg.early_stopping and cfg.k and not (cfg.threshold.folds and 2 <= cfg.threshold.folds <= cfg.k):
         raise ConfigError("early_stopping", "stops on held folds of the k examples, and there are none",
                           f"set threshold.folds to between 2 and k (k={cfg.k})")
     pl.seed_everything(cfg.seed, workers=True)

@@ -74,6 +74,7 @@ def test_cv_threshold_never_reads_the_evaluation_set(stage_cfg, tmp_path, tiny_r
 
 def test_early_stopping_needs_folds_of_the_k_examples(stage_cfg, tmp_path, tiny_reader):
     prep.run(stage_cfg("prep", [f"data.prep_dir={tmp_path / 'data'}"]))
+    common = [f"model_dir={tiny_reader}", f"data.prep_dir={tmp_path / 'data'}", "early_stopping=true", "logger=none"]
     with pytest.raises(ConfigError, match="threshold.folds"):
-        finetune.run(stage_cfg("finetune", [f"model_dir={tiny_reader}", f"data.prep_dir={tmp_path / 'data'}", "k=8",
-                                            "early_stopping=true", "logger=none"], out=tmp_path / "a"))
+        finetune.run(stage_cfg("finetune", [*common, "k=8"], out=tmp_path / "a"))
+    assert finetune.run(stage_cfg("finetune", [*common, "k=0"], out=tmp_path / "b"))["f1_gain"] == 0  # nothing to stop
