@@ -37,8 +37,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 from metaqa.config import CONF_DIR, compose_stage  # noqa: E402
 from metaqa.data.shards import load_source  # noqa: E402
-from metaqa.evaluation.scoring import per_question_texts  # noqa: E402
-from metaqa.evaluation.stats import bootstrap_mean_ci  # noqa: E402
+from metaqa.evaluation.scoring import f1_interval  # noqa: E402
 from metaqa.stages import eval as eval_stage  # noqa: E402
 from metaqa.stages import prep, train  # noqa: E402
 from metaqa.tracking.results import write_results  # noqa: E402
@@ -98,14 +97,6 @@ def train_reference(name: str, args) -> tuple[Path, dict]:
     return out, done["metrics"]
 
 
-def dev_f1_interval(predictions: Path, spec: dict) -> tuple[float, float]:
-    """95% bootstrap interval of the dev F1 over questions (one training run: no seed variance)."""
-    texts = json.loads(predictions.read_text())
-    per_q = per_question_texts(load_source(spec["eval_source"]), texts, spec["version_2"])
-    _, low, high = bootstrap_mean_ci([[f1 for f1, _ in per_q.values()]])
-    return round(low, 2), round(high, 2)
-
-
 def score_reference(name: str, out: Path, args) -> dict:
     spec = REFERENCE[name]
     common = [*spec["data"], f"model_dir={out / 'reader'}", f"batch_size={args.batch_size * 4}",
@@ -119,7 +110,8 @@ def score_reference(name: str, out: Path, args) -> dict:
     final = run_cached("eval", eval_stage.run, stage_cfg("eval", out / "eval_official_dev", [
         *common, f"source={spec['eval_source']}", f"reader.decode.null_threshold={threshold}",
         f"reader.decode.version_2={str(spec['version_2']).lower()}"]))["metrics"]
-    low, high = dev_f1_interval(out / "eval_official_dev" / "predictions.json", spec)
+    low, high = (round(x, 2) for x in f1_interval(load_source(spec["eval_source"])[: args.limit_eval or None], json.loads(
+        (out / "eval_official_dev" / "predictions.json").read_text()), spec["version_2"]))
     row = {"dev_f1": round(final["f1"], 2), "dev_f1_ci_low": low, "dev_f1_ci_high": high,
            "dev_em": round(final["exact"], 2), "dev_questions": int(final["total"]),
            "eval_set": Path(spec["eval_source"]).name}

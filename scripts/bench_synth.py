@@ -37,8 +37,7 @@ sys.path.insert(0, str(ROOT))
 from metaqa.config import CONF_DIR, compose_stage  # noqa: E402
 from metaqa.data.shards import load_source  # noqa: E402
 from metaqa.evaluation.machine import machine_info  # noqa: E402
-from metaqa.evaluation.scoring import per_question_texts  # noqa: E402
-from metaqa.evaluation.stats import bootstrap_mean_ci  # noqa: E402
+from metaqa.evaluation.scoring import f1_interval  # noqa: E402
 from metaqa.models.reference import reference_reader  # noqa: E402
 from metaqa.stages import eval as eval_stage  # noqa: E402
 from metaqa.stages import finetune, synth, train  # noqa: E402
@@ -129,7 +128,7 @@ def part_b(args, work: Path, source: Path) -> list[dict]:
             f"limit={args.limit_dev or 'null'}", f"batch_size={args.batch_size * 2}", f"threads={args.threads}"])
         dev = load_source(SQUAD / "dev-v1.1.json")[: args.limit_dev or None]
         texts = json.loads((run_dir / "eval_dev" / "predictions.json").read_text())
-        _, low, high = bootstrap_mean_ci([[f1 for f1, _ in per_question_texts(dev, texts, False).values()]])
+        low, high = f1_interval(dev, texts, version_2=False)
         if abs(scored["f1"] - m["val/f1"]) > 0.01:
             print(f"warning: eval stage F1 {scored['f1']:.2f} vs the training run's validation {m['val/f1']:.2f}")
         rows.append({"n_synthetic": m["train_questions"], "epochs": args.epochs,

@@ -26,6 +26,7 @@ from metaqa.data.records import QARecord
 from metaqa.evaluation.postprocess import SpanPrediction
 from metaqa.evaluation.squad_v1 import exact_match_score, f1_score, squad_v1_metrics
 from metaqa.evaluation.squad_v2 import _gold_answers, compute_exact, compute_f1, gold_from_records, squad_v2_metrics
+from metaqa.evaluation.stats import bootstrap_mean_ci
 
 
 def score(records: Sequence[QARecord], predictions: Sequence[SpanPrediction],
@@ -68,6 +69,12 @@ def per_question_texts(records: Sequence[QARecord], by_id: Mapping[str, str],
             out[qid] = (100.0 * max(f1_score(text, g) for g in answers),
                         100.0 * max(float(exact_match_score(text, g)) for g in answers))
     return out
+
+
+def f1_interval(records: Sequence[QARecord], by_id: Mapping[str, str], version_2: bool) -> tuple[float, float]:
+    """95% bootstrap interval over questions of the F1 of answer texts by id (one run: no seed variance)."""
+    _, low, high = bootstrap_mean_ci([[f1 for f1, _ in per_question_texts(records, by_id, version_2).values()]])
+    return low, high
 
 
 def _metrics(records: Sequence[QARecord], by_id: Mapping[str, SpanPrediction], version_2: bool) -> dict[str, float]:

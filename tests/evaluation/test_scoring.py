@@ -8,7 +8,7 @@ import pytest
 from metaqa.data.features import featurize
 from metaqa.data.records import Answer, QARecord
 from metaqa.evaluation.postprocess import SpanPrediction, postprocess
-from metaqa.evaluation.scoring import oracle_thresholds, score, score_texts
+from metaqa.evaluation.scoring import f1_interval, oracle_thresholds, score, score_texts
 from metaqa.evaluation.squad_v1 import squad_v1_metrics
 from metaqa.evaluation.squad_v2 import normalize_answer
 from tests.evaluation import official_squad as official
@@ -134,3 +134,12 @@ def test_v1_refuses_unanswerable_questions_with_the_fix():
     r = QARecord("n", "t", "Ada wrote it.", "When?", (), True)
     with pytest.raises(ValueError, match="version_2=true"):
         score([r], [SpanPrediction("n", "", "", -1, -1, -np.inf, 0.0)], version_2=False)
+
+
+def test_f1_interval_brackets_the_f1_of_the_texts():
+    records = [QARecord(f"q{i}", "t", "Ada wrote it.", "Who?", (Answer("Ada", 0),), False) for i in range(20)]
+    texts = {f"q{i}": "Ada" if i % 2 else "wrote" for i in range(20)}
+    f1 = score_texts(records, texts, False)["f1"]
+    low, high = f1_interval(records, texts, False)
+    assert f1 == 50.0 and low < f1 < high
+    assert f1_interval(records, {r.id: "Ada" for r in records}, False) == (100.0, 100.0)  # no spread, no width
