@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: help install demo test test-slow test-all lint bench-reader reference-readers bench-train bench-export bench-meta bench-ood bench-synth bench-pipeline bench-compress bench-scale clean
+.PHONY: help install demo test test-slow test-all lint bench-reader reference-readers bench-train bench-export bench-ood bench-synth bench-pipeline bench-compress bench-scale clean
 
 help:  ## list targets
 	@grep -E '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-14s %s\n", $$1, $$2}'
@@ -45,9 +45,6 @@ bench-train: $(STAMP)  ## metaqa train vs HF Trainer (run_qa.py recipe), windows
 
 bench-export: $(STAMP)  ## export variants vs transformers.pipeline, MiniLM + bert-mini (needs ../shared/data)
 	$(BIN)/python scripts/bench_export.py
-
-bench-meta: $(STAMP)  ## meta-learning vs multitask, k-shot on SubjQA domains (needs ../shared/data)
-	$(BIN)/python scripts/bench_meta.py
 
 bench-ood: $(STAMP)  ## the OOD protocol (conf/experiment/ood.yaml), CPU size: from minilm_squad2 when it exists (needs ../shared/data)
 	$(BIN)/python scripts/bench_ood.py

@@ -6,6 +6,7 @@ with intervals.
     python scripts/bench_ood.py --arms multitask fomaml --targets electronics --ks 0 16 --meta-seeds 0 \
         --shot-seeds 0 --meta-steps 2 --limit-eval 20 --adaptations none mlm synth --mlm-steps 4 \
         --synth-paragraphs 20   # a smoke run (→ bench_ood_smoke.json)
+    python scripts/bench_ood.py --step-cost 8      # + each algorithm's cost per meta-step on the same episodes
 
 For each arm (`ood.arms`: multitask = `meta=none`, fomaml, reptile with SGD or AdamW as the outer
 optimiser, second-order maml at `ood.maml_steps_fraction` of the steps), adaptation and meta seed:
@@ -22,6 +23,10 @@ multitask (same questions, seed i against seed i); the SubjQA average weights ev
 equally. The oracle-threshold F1 (`best_f1`, it reads the gold answers) is reported beside,
 labelled as such. `wall_s` per arm: its meta-training plus all its fine-tuning runs; every arm
 sees the same number of meta-training examples (same episodes, same steps; maml at its fraction).
+
+Step cost (`--step-cost N`): windows/s of every algorithm (none, fomaml, reptile, maml) for N
+meta-steps on the protocol's episodes (same seed), one after another in this process, as
+`step_cost` in the json: what "equal examples seen" costs each arm in time.
 
 Adaptations (`ood.adaptations`), per target domain before the k-shot step, on the domain's
 unlabelled text (the k-shot pool's paragraphs; never its test split): `mlm` (`metaqa adapt-mlm`,
@@ -86,6 +91,22 @@ def meta_train_arm(arm: str, seed: int, ood: dict, args) -> tuple[Path, float]:
         "logger=csv", f"paths.shared_data={DATA}"], root_dir=ROOT)
     summary = run_cached("meta_train", meta_train.run, cfg)
     return out / "reader", float(summary.get("seconds") or 0.0)
+
+
+def step_cost(ood: dict, args) -> dict:
+    """Windows/s of each algorithm on the same episodes (same seed), one after another."""
+    rates = {}
+    for algorithm in ("none", "fomaml", "reptile", "maml"):
+        out = OUT / f"v{ood['version']}" / "step_cost" / f"{algorithm}_s{args.step_cost}"
+        summary = run_cached("meta_train", meta_train.run, compose_stage("meta_train", out, [
+            "experiment=ood", f"meta={algorithm}", f"model.pretrained={args.init}", f"model.tokenizer={args.init}",
+            "seed=0", f"trainer={TRAINER}", f"trainer.max_steps={args.step_cost}", "trainer.enable_progress_bar=false",
+            "logger=none", "callbacks=none", "+callbacks.throughput._target_=metaqa.tracking.callbacks.Throughput",
+            f"paths.shared_data={DATA}"], root_dir=ROOT))
+        rates[algorithm] = float(summary["metrics"]["train/examples_per_s"])
+        print(f"step cost {algorithm}: {rates[algorithm]:.1f} windows/s", flush=True)
+    return {"steps": args.step_cost, "windows_per_s": {a: round(r, 2) for a, r in rates.items()},
+            "cost_vs_multitask": {a: round(rates["none"] / r, 3) for a, r in rates.items()}}
 
 
 def k_shot_pool(domain: str, ood: dict) -> Path:
@@ -179,6 +200,8 @@ def main() -> None:
     parser.add_argument("--adaptations", nargs="+", default=None, choices=["none", "mlm", "synth", "mlm+synth"])
     parser.add_argument("--mlm-steps", dest="mlm_steps", type=int, default=None)
     parser.add_argument("--synth-paragraphs", dest="synth_paragraphs", type=int, default=None)
+    parser.add_argument("--step-cost", dest="step_cost", type=int, default=0,
+                        help="also time N meta-steps of every algorithm on the protocol's episodes (0: skip)")
     parser.add_argument("--out", type=Path, default=ROOT / "docs" / "results" / "bench_ood.json")
     args = parser.parse_args()
     if not (DATA / "subjqa").exists():
@@ -217,6 +240,7 @@ def main() -> None:
                                 scores.setdefault(variant, {}).setdefault(domain, {}).setdefault(k, []).append(per_q)
                                 oracle.setdefault(variant, {}).setdefault(domain, {}).setdefault(k, []).append(
                                     metrics.get("after/best_f1"))
+        cost = step_cost(ood, args) if args.step_cost else None
     rows, arms = [], {}
     for arm in variants:
         summary = {"wall_s": round(wall[arm], 1)}
@@ -249,12 +273,15 @@ def main() -> None:
                "targets": ood["targets"], "early_stopping": ood["early_stopping"], "shot_seeds": ood["shot_seeds"],
                "meta_seeds": ood["meta_seeds"],
                "meta_steps": ood["meta_steps"], "limit_eval": ood["limit_eval"], "arms": arms,
-               "goal_best_arm_plus_3_f1_at_k16_64_ci_excludes_0": goal, "rows": rows}
+               "goal_best_arm_plus_3_f1_at_k16_64_ci_excludes_0": goal, "step_cost": cost, "rows": rows}
     png = args.out.with_suffix(".png")
     plot(figures, png)
     print(markdown_table([{"arm": a, **s} for a, s in arms.items()], ["arm", "wall_s", *[f"f1_k{k}" for k in ood["ks"]],
                                                                        *[f"gain_vs_multitask_k{k}" for k in (16, 64)]]))
     print(markdown_table(rows, list(rows[0])))
+    if cost:
+        print(markdown_table([{"algorithm": a, "windows_per_s": r, "cost_vs_multitask": cost["cost_vs_multitask"][a]}
+                              for a, r in cost["windows_per_s"].items()], ["algorithm", "windows_per_s", "cost_vs_multitask"]))
     print(f"wrote {write_results(args.out, figures, None)} and {png}")
 
 

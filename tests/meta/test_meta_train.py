@@ -3,6 +3,7 @@ import json
 
 import pytest
 import torch
+from omegaconf import OmegaConf
 from safetensors.torch import load_file
 
 from metaqa.config import CONF_DIR
@@ -66,9 +67,22 @@ def test_killed_run_resumes_to_the_same_parameters(prep_dir, stage_cfg, tmp_path
     assert_same_weights(weights(crashed), weights(tmp_path / "straight"), atol=0)
 
 
-def test_meta_vs_multitask_experiment_composes(stage_cfg):
+ARMS = OmegaConf.load(CONF_DIR / "experiment" / "ood.yaml").ood.arms
+
+
+@pytest.mark.parametrize("arm", list(ARMS))
+def test_ood_protocol_composes_for_every_arm(stage_cfg, arm):
+    """Each arm of conf/experiment/ood.yaml is its override list away, and builds its outer optimiser."""
+    from hydra.utils import instantiate
+
     from metaqa.tracking.run import resolved_config
 
-    cfg = resolved_config(stage_cfg("meta_train", ["experiment=meta_vs_multitask", "meta=none"]))
-    assert cfg["datamodule"]["train_source"].endswith("squad/train-v1.1.json")
-    assert cfg["module"]["algorithm"] == "none" and cfg["datamodule"]["tasks_per_step"] == 4
+    cfg = stage_cfg("meta_train", ["experiment=ood", *ARMS[arm]])
+    resolved = resolved_config(cfg)
+    assert resolved["datamodule"]["train_source"].endswith("squad/train-v1.1.json")
+    assert resolved["trainer"]["max_steps"] == resolved["ood"]["sizes"]["cpu"]["meta_steps"]
+    expected = {"multitask": ("none", True), "fomaml": ("maml", True), "reptile_sgd": ("reptile", True),
+                "reptile_adamw": ("reptile", True), "maml": ("maml", False)}[arm]
+    assert (resolved["module"]["algorithm"], resolved["module"]["first_order"]) == expected
+    optimizer = instantiate(cfg.module.optimizer)([torch.nn.Parameter(torch.zeros(2))])
+    assert type(optimizer) is (torch.optim.SGD if arm == "reptile_sgd" else torch.optim.AdamW)
