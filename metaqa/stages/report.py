@@ -1,6 +1,7 @@
 """`metaqa report dir=<run or sweep dir>`: one table over every run below `dir`, failed runs with
-their error, and plots (F1 vs latency with the Pareto front, per-theme F1, latency per export
-variant), written to <dir>/report/ (report.md, report.csv, *.png)."""
+their error, and plots (F1 vs latency with the Pareto front, per-theme F1 — per domain before /
+after for finetune runs —, F1 vs k per arm for k-shot finetune runs, learning curves, latency per
+export variant), written to <dir>/report/ (report.md, report.csv, *.png)."""
 from __future__ import annotations
 
 import logging
@@ -12,12 +13,13 @@ from omegaconf import DictConfig
 
 from metaqa.config import CONF_DIR, ConfigError
 from metaqa.fileio import write_csv, write_text_atomic
-from metaqa.tracking.plots import latency_plot, learning_curve_plot, pareto_plot, per_theme_plot
+from metaqa.tracking.plots import f1_vs_k_plot, latency_plot, learning_curve_plot, pareto_plot, per_theme_plot
 from metaqa.tracking.report import (
     best_runs,
     collect_runs,
     f1_latency_points,
     f1_metric,
+    f1_vs_k_series,
     failures_markdown,
     headline_metrics,
     latency_metric,
@@ -72,6 +74,11 @@ def run(cfg: DictConfig) -> dict:
             title=f"{cfg.per_theme_metric} per theme, {what}")
     else:
         notes.append("Per-theme plot: no run has per-theme metrics (val_per_theme.json, metrics.json, per_theme.json).")
+    by_k = f1_vs_k_series(runs)
+    if by_k:
+        runs_per_point = max(len(v) for points in by_k.values() for v in points.values())
+        plots["F1 vs k"] = f1_vs_k_plot(by_k, out / "f1_vs_k.png", ylabel="F1 after fine-tuning",
+                                        title=f"F1 vs k per arm (mean, min-max over ≤ {runs_per_point} seeds)")
     curves = learning_curves(runs, cfg.max_series)
     if curves:
         plots["learning curves"] = learning_curve_plot(curves, out / "learning_curves.png",

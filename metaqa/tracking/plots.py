@@ -145,3 +145,29 @@ def learning_curve_plot(curves: Mapping[str, Sequence[Mapping]], path: str | Pat
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8, loc="lower right")
     return _save(fig, path)
+
+
+def f1_vs_k_plot(series: Mapping[str, Mapping[int, Sequence[float]]], path: str | Path, ylabel: str = "F1 after",
+                 title: str = "F1 vs k") -> Path:
+    """One line per series: the mean over its runs (seeds) at each k, with the runs' min-max as
+    the error bar; k on a categorical axis (0, 16, 64, 256 are not evenly spaced)."""
+    names = [n for n, points in series.items() if points]
+    if not names:
+        raise ValueError("no F1-vs-k values to plot")
+    ks = sorted({k for n in names for k in series[n]})
+    fig = _figure(6.5, 4.2)
+    ax = fig.subplots()
+    for i, name in enumerate(names):
+        at = [k for k in ks if series[name].get(k)]
+        values = [np.asarray(series[name][k], dtype=float) for k in at]
+        mean = np.array([v.mean() for v in values])
+        err = [mean - [v.min() for v in values], [v.max() for v in values] - mean]
+        ax.errorbar([ks.index(k) for k in at], mean, yerr=err, marker="o", capsize=3, label=str(name)[:60],
+                    color=f"C{i % 10}")
+    ax.set_xticks(range(len(ks)), labels=[str(k) for k in ks])
+    ax.set_xlabel("k (labelled target examples)")
+    ax.set_ylabel(ylabel)
+    ax.set_title(title)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7, loc="best")
+    return _save(fig, path)

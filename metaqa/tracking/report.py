@@ -232,8 +232,14 @@ def run_label(run: Run, keys: Sequence[str]) -> str:
     return " ".join(parts) or run.name
 
 
+GENERIC_DIRS = ("reader", "onnx", "model")  # a run's output dirs: their parent says which run
+
+
 def _short(value: str) -> str:
-    return Path(value).name if "/" in value else value
+    if "/" not in value:
+        return value
+    path = Path(value)
+    return f"{path.parent.name}/{path.name}" if path.name in GENERIC_DIRS and path.parent.name else path.name
 
 
 # --------------------------------------------------------------------------- table
@@ -350,6 +356,24 @@ def per_theme_series(runs: Sequence[Run], metric: str = "f1", max_runs: int = 8,
             if values:
                 series[" ".join(x for x in (label, name) if x) or run.name] = values
     return series
+
+
+def f1_vs_k_series(runs: Sequence[Run], metric: str = "after/f1") -> dict[str, dict[int, list[float]]]:
+    """{series label: {k: [metric of each run]}} over the ok finetune runs that set `k=` (two k
+    values at least): one series per combination of the other varied overrides except `seed` (an
+    arm: its model_dir, domain, synthetic data), its runs at one k being the seeds — the OOD
+    protocol's F1 vs k per arm."""
+    tuned = [r for r in runs if r.status == "ok" and r.stage == "finetune" and _number(r.metrics.get(metric))
+             and "k" in _parse_overrides(r.overrides)]
+    if len({_parse_overrides(r.overrides)["k"] for r in tuned}) < 2:
+        return {}
+    keys = [k for k in varying_overrides(tuned) if k not in ("k", "seed")]
+    series: dict[str, dict[int, list[float]]] = {}
+    for run in tuned:
+        label = run_label(run, keys) if keys else "finetune"
+        k = int(_parse_overrides(run.overrides)["k"])
+        series.setdefault(label, {}).setdefault(k, []).append(float(run.metrics[metric]))
+    return {label: dict(sorted(points.items())) for label, points in series.items()}
 
 
 def latency_samples(runs: Sequence[Run], limit: int = 16) -> dict[str, list[float]]:

@@ -11,6 +11,7 @@ from metaqa.tracking.report import (
     collect_runs,
     f1_latency_points,
     f1_metric,
+    f1_vs_k_series,
     latency_metric,
     pareto_front,
     per_theme_series,
@@ -180,3 +181,22 @@ def test_report_plots_the_runs_learning_curves(stage_cfg, sweep):
     assert json.loads((out / "summary.json").read_text())["metrics"]["plots"] == 3
     assert "![learning curves](learning_curves.png)" in (out / "report.md").read_text()
     assert is_png(out / "learning_curves.png")
+
+
+def test_report_plots_f1_vs_k_per_arm_over_seeds(stage_cfg, tmp_path):
+    """k-shot finetune runs of two arms (their model_dir), three seeds per k: one series per arm,
+    the seeds' F1s at each k (the OOD protocol's F1 vs k)."""
+    root = tmp_path / "ood"
+    for arm, base in (("multitask_seed0", 40.0), ("fomaml_seed0", 45.0)):
+        for k in (0, 16, 64):
+            for seed in (0, 1, 2) if k else (0,):
+                write(root / arm / f"k{k}_shot{seed}" / "summary.json", summary("finetune", metrics={
+                    "before/f1": base, "after/f1": base + k / 8 + seed}, overrides=[
+                    f"model_dir=outputs/ood/meta/{arm}/reader", f"k={k}", f"seed={seed}", "data.domain=electronics"]))
+    series = f1_vs_k_series(collect_runs(root))
+    assert set(series) == {"model_dir=multitask_seed0/reader", "model_dir=fomaml_seed0/reader"}
+    assert series["model_dir=fomaml_seed0/reader"] == {0: [45.0], 16: [47.0, 48.0, 49.0], 64: [53.0, 54.0, 55.0]}
+    result = report.run(stage_cfg("report", [f"dir={root}"], out=root / "report"))
+    assert is_png(root / "report" / "f1_vs_k.png") and result["plots"] == 1
+    assert "![F1 vs k](f1_vs_k.png)" in (root / "report" / "report.md").read_text()
+    assert f1_vs_k_series(collect_runs(root / "fomaml_seed0" / "k0_shot0")) == {}  # one k: no plot
