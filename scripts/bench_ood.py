@@ -153,6 +153,16 @@ def adapt(reader: Path, synthetic: Path | None, variant: str, seed: int, domain:
     return summary["metrics"], per_q, float(summary.get("seconds") or 0.0)
 
 
+RUN_MEANS = {"has_ans_f1": "HasAns_f1", "no_ans_f1": "NoAns_f1", "null_threshold": "null_threshold",
+             "schedule_share": "schedule_share", "oracle_best_f1": "best_f1"}  # the oracle reads the gold answers: labelled as such in the tables
+
+
+def mean_of(runs: list[dict], key: str) -> float | None:
+    """The mean of `key` over the runs that have it (HasAns F1 is absent when a test slice has no answerable question)."""
+    values = [float(m[key]) for m in runs if m.get(key) is not None]
+    return round(float(np.mean(values)), 2) if values else None
+
+
 def domain_matrix(runs: list[dict]) -> tuple[np.ndarray, list[str]]:
     """(seed combinations, questions) F1 matrix; every run scored the same questions."""
     ids = sorted(runs[0])
@@ -218,7 +228,7 @@ def main() -> None:
           f"{ood['targets']}, adaptations {ood['adaptations']}, k {ood['ks']}, shot seeds {ood['shot_seeds']}, "
           f"meta seeds {ood['meta_seeds']}")
     scores: dict = {}  # arm → domain → k → [per-question dict per (meta seed, shot seed)]
-    oracle: dict = {}
+    finals: dict = {}  # arm → domain → k → [finetune metrics per (meta seed, shot seed)]
     wall: dict = {}
     variants = [arm if a == "none" else f"{arm}+{a}" for arm in ood["arms"] for a in ood["adaptations"]]
     with initialize_config_dir(str(CONF_DIR), version_base="1.3"):
@@ -238,8 +248,7 @@ def main() -> None:
                                                                 shot_seed, ood)
                                 wall[variant] += seconds
                                 scores.setdefault(variant, {}).setdefault(domain, {}).setdefault(k, []).append(per_q)
-                                oracle.setdefault(variant, {}).setdefault(domain, {}).setdefault(k, []).append(
-                                    metrics.get("after/best_f1"))
+                                finals.setdefault(variant, {}).setdefault(domain, {}).setdefault(k, []).append(metrics)
         cost = step_cost(ood, args) if args.step_cost else None
     rows, arms = [], {}
     for arm in variants:
@@ -251,7 +260,7 @@ def main() -> None:
                 mean, lo, hi = bootstrap_mean_ci(mats[d])
                 row = {"arm": arm, "domain": d, "k": k, "f1": round(mean, 2), "ci_low": round(lo, 2),
                        "ci_high": round(hi, 2), "runs": len(mats[d]), "questions": mats[d].shape[1],
-                       "oracle_best_f1": round(float(np.mean(oracle[arm][d][k])), 2)}
+                       **{name: mean_of(finals[arm][d][k], f"after/{key}") for name, key in RUN_MEANS.items()}}
                 if arm != "multitask":
                     diff = paired_diff_ci(mats[d], base[d])
                     row.update(gain_vs_multitask=round(diff[0], 2), gain_ci_low=round(diff[1], 2),
@@ -259,6 +268,9 @@ def main() -> None:
                 rows.append(row)
             mean, lo, hi = bootstrap_mean_ci(averaged(list(mats.values())))
             summary.update({f"f1_k{k}": round(mean, 2), f"f1_k{k}_ci_low": round(lo, 2), f"f1_k{k}_ci_high": round(hi, 2)})
+            for name in ("has_ans_f1", "no_ans_f1", "oracle_best_f1"):  # domain average of the rows above
+                values = [row[name] for row in rows[-len(ood["targets"]):] if row[name] is not None]
+                summary[f"{name}_k{k}"] = round(float(np.mean(values)), 2) if values else None
             if arm != "multitask":
                 diff = paired_diff_ci(averaged(list(mats.values())), averaged(list(base.values())))
                 summary.update({f"gain_vs_multitask_k{k}": round(diff[0], 2),
@@ -278,7 +290,7 @@ def main() -> None:
     plot(figures, png)
     print(markdown_table([{"arm": a, **s} for a, s in arms.items()], ["arm", "wall_s", *[f"f1_k{k}" for k in ood["ks"]],
                                                                        *[f"gain_vs_multitask_k{k}" for k in (16, 64)]]))
-    print(markdown_table(rows, list(rows[0])))
+    print(markdown_table(rows, list(dict.fromkeys(key for row in rows for key in row))))
     if cost:
         print(markdown_table([{"algorithm": a, "windows_per_s": r, "cost_vs_multitask": cost["cost_vs_multitask"][a]}
                               for a, r in cost["windows_per_s"].items()], ["algorithm", "windows_per_s", "cost_vs_multitask"]))
