@@ -131,7 +131,7 @@ def part_b(args, work: Path, source: Path) -> list[dict]:
         low, high = f1_interval(dev, texts, version_2=False)
         if abs(scored["f1"] - m["val/f1"]) > 0.01:
             print(f"warning: eval stage F1 {scored['f1']:.2f} vs the training run's validation {m['val/f1']:.2f}")
-        rows.append({"n_synthetic": m["train_questions"], "epochs": args.epochs,
+        rows.append({"n_synthetic": m["train_questions"], "date": dt.date.today().isoformat(), "epochs": args.epochs,
                      "dev_questions": args.limit_dev or 10570,
                      "dev_f1": round(m["val/f1"], 2), "dev_f1_ci_low": round(low, 2), "dev_f1_ci_high": round(high, 2),
                      "dev_em": round(m["val/exact"], 2),
@@ -218,7 +218,11 @@ def main() -> None:
         if "b" in args.parts:
             rows = part_b(args, args.work, source)
             print(markdown_table(rows, list(rows[0])))
-            results.update(synthetic_only_dev_f1=rows[-1]["dev_f1"], synthetic_only=rows)
+            # sizes not re-run keep their rows (each row says when it was measured)
+            fresh = {r["n_synthetic"] for r in rows}
+            rows = sorted([r for r in results.get("synthetic_only", []) if r["n_synthetic"] not in fresh] + rows,
+                          key=lambda r: r["n_synthetic"])
+            results.update(synthetic_only_dev_f1={str(r["n_synthetic"]): r["dev_f1"] for r in rows}, synthetic_only=rows)
         if "c" in args.parts:
             rows = part_c(args, args.work)
             print(markdown_table(rows, list(rows[0])))
