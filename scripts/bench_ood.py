@@ -21,8 +21,9 @@ Statistics: per (arm, domain, k) the mean F1 over meta seeds × shot seeds with 
 interval over questions × seeds (`metaqa.evaluation.stats`), and the paired difference against
 multitask (same questions, seed i against seed i); the SubjQA average weights every domain
 equally. The oracle-threshold F1 (`best_f1`, it reads the gold answers) is reported beside,
-labelled as such. `wall_s` per arm: its meta-training plus all its fine-tuning runs; every arm
-sees the same number of meta-training examples (same episodes, same steps; maml at its fraction).
+labelled as such. `wall_s` per arm: its meta-training plus all its fine-tuning runs, and `meta_train_wall_s` alone;
+every arm sees the same meta-training examples (`meta_train_questions`: same episodes, same
+steps; maml at its fraction), so the wall times say what equal examples cost each arm.
 
 Step cost (`--step-cost N`): windows/s of every algorithm (none, fomaml, reptile, maml) for N
 meta-steps on the protocol's episodes (same seed), one after another in this process, as
@@ -81,7 +82,8 @@ def protocol(args) -> dict:
     return ood
 
 
-def meta_train_arm(arm: str, seed: int, ood: dict, args) -> tuple[Path, float]:
+def meta_train_arm(arm: str, seed: int, ood: dict, args) -> tuple[Path, float, int]:
+    """The arm's meta-trained reader, its seconds, and the source questions its episodes held."""
     steps = ood["meta_steps"] if arm != "maml" else max(1, int(ood["meta_steps"] * ood["maml_steps_fraction"]))
     out = OUT / f"v{ood['version']}" / "meta" / f"{arm}_seed{seed}_s{steps}"
     arm_overrides = OmegaConf.load(CONF_DIR / "experiment" / "ood.yaml")["ood"]["arms"][arm]
@@ -90,7 +92,8 @@ def meta_train_arm(arm: str, seed: int, ood: dict, args) -> tuple[Path, float]:
         f"seed={seed}", f"trainer={TRAINER}", f"trainer.max_steps={steps}", "trainer.enable_progress_bar=false",
         "logger=csv", f"paths.shared_data={DATA}"], root_dir=ROOT)
     summary = run_cached("meta_train", meta_train.run, cfg)
-    return out / "reader", float(summary.get("seconds") or 0.0)
+    questions = steps * cfg.meta.tasks_per_step * (cfg.meta.n_support + cfg.meta.n_query)
+    return out / "reader", float(summary.get("seconds") or 0.0), questions
 
 
 def step_cost(ood: dict, args) -> dict:
@@ -229,16 +232,20 @@ def main() -> None:
           f"meta seeds {ood['meta_seeds']}")
     scores: dict = {}  # arm → domain → k → [per-question dict per (meta seed, shot seed)]
     finals: dict = {}  # arm → domain → k → [finetune metrics per (meta seed, shot seed)]
-    wall: dict = {}
+    wall: dict = {}       # variant → seconds: meta-training + adaptation + every fine-tuning run
+    meta_wall: dict = {}  # variant → seconds of meta-training alone (equal examples, unequal time)
+    seen: dict = {}       # variant → source questions in its meta-training episodes, over meta seeds
     variants = [arm if a == "none" else f"{arm}+{a}" for arm in ood["arms"] for a in ood["adaptations"]]
     with initialize_config_dir(str(CONF_DIR), version_base="1.3"):
         for arm in ood["arms"]:
             for adaptation in ood["adaptations"]:
                 variant = arm if adaptation == "none" else f"{arm}+{adaptation}"
-                wall[variant] = 0.0
+                wall[variant], meta_wall[variant], seen[variant] = 0.0, 0.0, 0
                 for seed in ood["meta_seeds"]:
-                    meta_reader, seconds = meta_train_arm(arm, seed, ood, args)
+                    meta_reader, seconds, questions = meta_train_arm(arm, seed, ood, args)
                     wall[variant] += seconds  # each variant counts its arm's meta-training
+                    meta_wall[variant] += seconds
+                    seen[variant] += questions
                     for domain in ood["targets"]:
                         reader, synthetic, seconds = adapt_to_domain(meta_reader, arm, seed, domain, adaptation, ood)
                         wall[variant] += seconds
@@ -252,7 +259,8 @@ def main() -> None:
         cost = step_cost(ood, args) if args.step_cost else None
     rows, arms = [], {}
     for arm in variants:
-        summary = {"wall_s": round(wall[arm], 1)}
+        summary = {"wall_s": round(wall[arm], 1), "meta_train_wall_s": round(meta_wall[arm], 1),
+                   "meta_train_questions": seen[arm]}
         for k in ood["ks"]:
             mats = {d: domain_matrix(scores[arm][d][k])[0] for d in ood["targets"]}
             base = {d: domain_matrix(scores["multitask"][d][k])[0] for d in ood["targets"]}
@@ -288,7 +296,7 @@ def main() -> None:
                "goal_best_arm_plus_3_f1_at_k16_64_ci_excludes_0": goal, "step_cost": cost, "rows": rows}
     png = args.out.with_suffix(".png")
     plot(figures, png)
-    print(markdown_table([{"arm": a, **s} for a, s in arms.items()], ["arm", "wall_s", *[f"f1_k{k}" for k in ood["ks"]],
+    print(markdown_table([{"arm": a, **s} for a, s in arms.items()], ["arm", "wall_s", "meta_train_wall_s", *[f"f1_k{k}" for k in ood["ks"]],
                                                                        *[f"gain_vs_multitask_k{k}" for k in (16, 64)]]))
     print(markdown_table(rows, list(dict.fromkeys(key for row in rows for key in row))))
     if cost:
