@@ -215,7 +215,9 @@ def main() -> None:
     parser.add_argument("--synth-paragraphs", dest="synth_paragraphs", type=int, default=None)
     parser.add_argument("--step-cost", dest="step_cost", type=int, default=0,
                         help="also time N meta-steps of every algorithm on the protocol's episodes (0: skip)")
-    parser.add_argument("--out", type=Path, default=ROOT / "docs" / "results" / "bench_ood.json")
+    parser.add_argument("--out", type=Path, default=None,
+                        help="default: docs/results/bench_ood.json, or bench_ood_smoke.json when the command line "
+                             "changes the protocol's cells (the json records which cells it holds either way)")
     args = parser.parse_args()
     if not (DATA / "subjqa").exists():
         print(f"skip: {DATA / 'subjqa'} not found (../shared/data beside the repo)")
@@ -223,7 +225,8 @@ def main() -> None:
     ood = protocol(args)
     if any(getattr(args, k) is not None for k in ("arms", "targets", "ks", "shot_seeds", "meta_seeds", "meta_steps",
                                                    "limit_eval", "adaptations", "mlm_steps", "synth_paragraphs")):
-        args.out = args.out.with_name(args.out.stem + "_smoke.json")  # not the protocol as versioned
+        args.out = args.out or ROOT / "docs" / "results" / "bench_ood_smoke.json"  # not the protocol's size as set
+    args.out = args.out or ROOT / "docs" / "results" / "bench_ood.json"
     if "multitask" not in ood["arms"] or "none" not in ood["adaptations"]:
         parser.error("multitask without adaptation is the baseline every gain is measured against: keep "
                      "multitask in --arms and none in --adaptations")
