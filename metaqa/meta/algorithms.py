@@ -15,7 +15,10 @@ which adapt disjoint tasks) gives the episode mean.
 """
 from __future__ import annotations
 
+import contextlib
+
 import torch
+from torch.nn.attention import SDPBackend, sdpa_kernel
 
 from metaqa.data.tasks import Task
 from metaqa.meta.learner import FunctionalLearner
@@ -40,18 +43,21 @@ def accumulate_task_gradient(net: torch.nn.Module, task: Task, algorithm: str, i
 
     learner = FunctionalLearner.clone(net, inner_lr, first_order=algorithm == "fomaml",
                                       detached=algorithm == "reptile")
-    support_losses = []
-    for _ in range(inner_steps):
-        loss = learner.loss(task.support)
-        support_losses.append(loss.item())
-        learner.adapt(loss)
-    query = learner.loss(task.query)
-    if algorithm == "reptile":
-        learner.adapt(query)
-        adapted = [learner.params[n] for n, p in net.named_parameters() if p.requires_grad]
-        _add_grads(params, [(p.detach() - a.detach()) / n_tasks for p, a in zip(params, adapted)])
-    else:
-        _add_grads(params, torch.autograd.grad(query / n_tasks, params, allow_unused=True))
+    # Second order differentiates twice through attention; torch's fused CPU SDPA kernels have no
+    # double backward (models load with attn_implementation=sdpa), the math kernel has.
+    with sdpa_kernel(SDPBackend.MATH) if algorithm == "maml" else contextlib.nullcontext():
+        support_losses = []
+        for _ in range(inner_steps):
+            loss = learner.loss(task.support)
+            support_losses.append(loss.item())
+            learner.adapt(loss)
+        query = learner.loss(task.query)
+        if algorithm == "reptile":
+            learner.adapt(query)
+            adapted = [learner.params[n] for n, p in net.named_parameters() if p.requires_grad]
+            _add_grads(params, [(p.detach() - a.detach()) / n_tasks for p, a in zip(params, adapted)])
+        else:
+            _add_grads(params, torch.autograd.grad(query / n_tasks, params, allow_unused=True))
     return {"support_loss": support_losses[0], "query_loss": query.item()}
 
 

@@ -155,3 +155,22 @@ def test_unknown_algorithm_and_too_few_questions_are_clear_errors(net, pool, tok
         accumulate_task_gradient(net, pool.episode(0)[0], "mamll", ALPHA, 1, 1)
     with pytest.raises(ValueError, match="n_support"):
         TaskPool(read_devrev_csv(SAMPLE).records, tokenizer, n_support=40, n_query=40, tasks_per_step=2)
+
+
+@pytest.mark.parametrize("precision", ["fp32", "bf16-autocast"])
+def test_second_order_maml_runs_through_sdpa_attention(tokenizer, pool, precision):
+    """Second-order MAML differentiates twice through attention: torch's fused CPU SDPA kernel has
+    no double backward (MiniLM loads with attn_implementation=sdpa), so the task must run on the
+    math kernel — and give the eager model's meta-gradient."""
+    nets = {}
+    for impl in ("eager", "sdpa"):
+        torch.manual_seed(0)
+        nets[impl] = build_qa_model({"architecture": {
+            "model_type": "bert", "hidden_size": 16, "num_hidden_layers": 1, "num_attention_heads": 2,
+            "intermediate_size": 32, "attn_implementation": impl}}, vocab_size=len(tokenizer)).eval()
+    task = pool.episode(0)[0]
+    autocast = torch.autocast("cpu", dtype=torch.bfloat16, enabled=precision != "fp32")
+    with autocast:
+        grads = {impl: meta_grads(net, task, "maml") for impl, net in nets.items()}
+    tol = {"atol": 1e-5, "rtol": 1e-4} if precision == "fp32" else {"atol": 5e-2, "rtol": 5e-2}
+    assert_all_close(grads["sdpa"], grads["eager"], **tol)
