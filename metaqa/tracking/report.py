@@ -367,7 +367,9 @@ def f1_vs_k_series(runs: Sequence[Run], metric: str = "after/f1") -> dict[str, d
              and "k" in _parse_overrides(r.overrides)]
     if len({_parse_overrides(r.overrides)["k"] for r in tuned}) < 2:
         return {}
-    keys = [k for k in varying_overrides(tuned) if k not in ("k", "seed")]
+    parsed = [_parse_overrides(r.overrides) for r in tuned]
+    keys = [k for k in varying_overrides(tuned) if k not in ("k", "seed") and not k.endswith("output_dir")
+            and len({_short(p.get(k, "")) for p in parsed}) > 1]  # a label names only what tells arms apart
     series: dict[str, dict[int, list[float]]] = {}
     for run in tuned:
         label = run_label(run, keys) if keys else "finetune"

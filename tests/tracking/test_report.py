@@ -192,7 +192,8 @@ def test_report_plots_f1_vs_k_per_arm_over_seeds(stage_cfg, tmp_path):
             for seed in (0, 1, 2) if k else (0,):
                 write(root / arm / f"k{k}_shot{seed}" / "summary.json", summary("finetune", metrics={
                     "before/f1": base, "after/f1": base + k / 8 + seed}, overrides=[
-                    f"model_dir=outputs/ood/meta/{arm}/reader", f"k={k}", f"seed={seed}", "data.domain=electronics"]))
+                    f"model_dir=outputs/ood/meta/{arm}/reader", f"k={k}", f"seed={seed}", "data.domain=electronics",
+                    f"paths.output_dir=/runs/{arm}/k{k}_shot{seed}", f"eval_source=/data/{arm}/test.csv"]))
     series = f1_vs_k_series(collect_runs(root))
     assert set(series) == {"model_dir=multitask_seed0/reader", "model_dir=fomaml_seed0/reader"}
     assert series["model_dir=fomaml_seed0/reader"] == {0: [45.0], 16: [47.0, 48.0, 49.0], 64: [53.0, 54.0, 55.0]}
