@@ -82,15 +82,20 @@ def protocol(args) -> dict:
     return ood
 
 
+def meta_train_cfg(out: Path, overrides: list[str], seed: int, steps: int, args):
+    """`metaqa meta-train experiment=ood` from `--init` for `steps` episodes, plus `overrides`."""
+    return compose_stage("meta_train", out, [
+        "experiment=ood", *overrides, f"model.pretrained={args.init}", f"model.tokenizer={args.init}",
+        f"seed={seed}", f"trainer={TRAINER}", f"trainer.max_steps={steps}", "trainer.enable_progress_bar=false",
+        f"paths.shared_data={DATA}"], root_dir=ROOT)
+
+
 def meta_train_arm(arm: str, seed: int, ood: dict, args) -> tuple[Path, float, int]:
     """The arm's meta-trained reader, its seconds, and the source questions its episodes held."""
     steps = ood["meta_steps"] if arm != "maml" else max(1, int(ood["meta_steps"] * ood["maml_steps_fraction"]))
     out = OUT / f"v{ood['version']}" / "meta" / f"{arm}_seed{seed}_s{steps}"
     arm_overrides = OmegaConf.load(CONF_DIR / "experiment" / "ood.yaml")["ood"]["arms"][arm]
-    cfg = compose_stage("meta_train", out, [
-        "experiment=ood", *arm_overrides, f"model.pretrained={args.init}", f"model.tokenizer={args.init}",
-        f"seed={seed}", f"trainer={TRAINER}", f"trainer.max_steps={steps}", "trainer.enable_progress_bar=false",
-        "logger=csv", f"paths.shared_data={DATA}"], root_dir=ROOT)
+    cfg = meta_train_cfg(out, [*arm_overrides, "logger=csv"], seed, steps, args)
     summary = run_cached("meta_train", meta_train.run, cfg)
     questions = steps * cfg.meta.tasks_per_step * (cfg.meta.n_support + cfg.meta.n_query)
     return out / "reader", float(summary.get("seconds") or 0.0), questions
@@ -101,11 +106,9 @@ def step_cost(ood: dict, args) -> dict:
     rates = {}
     for algorithm in ("none", "fomaml", "reptile", "maml"):
         out = OUT / f"v{ood['version']}" / "step_cost" / f"{algorithm}_s{args.step_cost}"
-        summary = run_cached("meta_train", meta_train.run, compose_stage("meta_train", out, [
-            "experiment=ood", f"meta={algorithm}", f"model.pretrained={args.init}", f"model.tokenizer={args.init}",
-            "seed=0", f"trainer={TRAINER}", f"trainer.max_steps={args.step_cost}", "trainer.enable_progress_bar=false",
-            "logger=none", "callbacks=none", "+callbacks.throughput._target_=metaqa.tracking.callbacks.Throughput",
-            f"paths.shared_data={DATA}"], root_dir=ROOT))
+        summary = run_cached("meta_train", meta_train.run, meta_train_cfg(out, [
+            f"meta={algorithm}", "logger=none", "callbacks=none",
+            "+callbacks.throughput._target_=metaqa.tracking.callbacks.Throughput"], 0, args.step_cost, args))
         rates[algorithm] = float(summary["metrics"]["train/examples_per_s"])
         print(f"step cost {algorithm}: {rates[algorithm]:.1f} windows/s", flush=True)
     return {"steps": args.step_cost, "windows_per_s": {a: round(r, 2) for a, r in rates.items()},
@@ -157,7 +160,7 @@ def adapt(reader: Path, synthetic: Path | None, variant: str, seed: int, domain:
 
 
 RUN_MEANS = {"has_ans_f1": "HasAns_f1", "no_ans_f1": "NoAns_f1", "null_threshold": "null_threshold",
-             "schedule_share": "schedule_share", "oracle_best_f1": "best_f1"}  # the oracle reads the gold answers: labelled as such in the tables
+             "schedule_share": "schedule_share", "oracle_best_f1": "best_f1"}  # the oracle reads the gold answers
 
 
 def mean_of(runs: list[dict], key: str) -> float | None:
@@ -267,6 +270,7 @@ def main() -> None:
         for k in ood["ks"]:
             mats = {d: domain_matrix(scores[arm][d][k])[0] for d in ood["targets"]}
             base = {d: domain_matrix(scores["multitask"][d][k])[0] for d in ood["targets"]}
+            domain_rows = []
             for d in ood["targets"]:
                 mean, lo, hi = bootstrap_mean_ci(mats[d])
                 row = {"arm": arm, "domain": d, "k": k, "f1": round(mean, 2), "ci_low": round(lo, 2),
@@ -276,11 +280,12 @@ def main() -> None:
                     diff = paired_diff_ci(mats[d], base[d])
                     row.update(gain_vs_multitask=round(diff[0], 2), gain_ci_low=round(diff[1], 2),
                                gain_ci_high=round(diff[2], 2))
-                rows.append(row)
+                domain_rows.append(row)
+            rows += domain_rows
             mean, lo, hi = bootstrap_mean_ci(averaged(list(mats.values())))
             summary.update({f"f1_k{k}": round(mean, 2), f"f1_k{k}_ci_low": round(lo, 2), f"f1_k{k}_ci_high": round(hi, 2)})
-            for name in ("has_ans_f1", "no_ans_f1", "oracle_best_f1"):  # domain average of the rows above
-                values = [row[name] for row in rows[-len(ood["targets"]):] if row[name] is not None]
+            for name in ("has_ans_f1", "no_ans_f1", "oracle_best_f1"):  # domain average
+                values = [row[name] for row in domain_rows if row[name] is not None]
                 summary[f"{name}_k{k}"] = round(float(np.mean(values)), 2) if values else None
             if arm != "multitask":
                 diff = paired_diff_ci(averaged(list(mats.values())), averaged(list(base.values())))
