@@ -32,8 +32,10 @@ log = logging.getLogger(__name__)
 SUMMARY = "summary.json"
 WANDB_FILES = ("*.json", "*.csv", "*.png", "*.md")  # small result files at the top of a run dir
 WANDB_FILE_LIMIT = 20 * 2**20
-# Keys that steer the bookkeeping, not what a run computes: left out of the config hash.
-RUN_CONTROL_KEYS = ("skip_done", "fail_fast", "overwrite", "optimized_metric")
+# Keys that steer the bookkeeping, not what a run computes: left out of the config hash (dotted for
+# nested ones). `ood.sizes` only selects the OOD protocol's cells; what a cell computes is resolved into
+# its own keys (trainer.max_steps, the overrides), so resizing the protocol keeps the cells it ran.
+RUN_CONTROL_KEYS = ("skip_done", "fail_fast", "overwrite", "optimized_metric", "ood.sizes")
 # Job dirs of this process's sweep that failed, for the exit status of `metaqa <stage> -m`.
 FAILED_JOBS: list[str] = []
 
@@ -175,7 +177,12 @@ def config_hash(cfg: DictConfig) -> str | None:
     paths = resolved.get("paths")
     out = str(paths.pop("output_dir", "")) if isinstance(paths, dict) else ""
     for key in RUN_CONTROL_KEYS:
-        resolved.pop(key, None)
+        *parents, leaf = key.split(".")
+        node = resolved
+        for parent in parents:
+            node = node.get(parent) if isinstance(node, dict) else None
+        if isinstance(node, dict):
+            node.pop(leaf, None)
     text = json.dumps(resolved, sort_keys=True, default=str)
     if out:
         text = text.replace(out, "<output_dir>")

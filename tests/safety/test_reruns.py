@@ -66,3 +66,15 @@ def test_scripts_reuse_a_run_only_for_the_same_config(stage_cfg, tmp_path):
     assert tracking.cached_run(tmp_path / "run", cfg)["metrics"] == {"f1": 1.0}
     other = stage_cfg("eval", ["model_dir=/nowhere", "limit=6"], out=tmp_path / "run")
     assert tracking.cached_run(tmp_path / "run", other) is None
+
+
+def test_resizing_the_ood_protocol_keeps_its_cells_and_a_new_version_does_not(stage_cfg, tmp_path):
+    """`ood.sizes` selects cells (left out of the hash); `ood.version` names how they are computed."""
+    def meta_cfg(*extra):
+        return stage_cfg("meta_train", ["experiment=ood", *extra], out=tmp_path / "meta")
+
+    base = tracking.config_hash(meta_cfg())
+    assert base is not None
+    assert tracking.config_hash(meta_cfg("ood.sizes.gpu.limit_eval=5", "ood.sizes.cpu.targets=[books]")) == base
+    assert tracking.config_hash(meta_cfg("ood.version=99")) != base
+    assert tracking.config_hash(meta_cfg("ood.sizes.cpu.meta_steps=7")) != base  # resolved into trainer.max_steps
