@@ -181,6 +181,20 @@ def test_teacher_logits_are_computed_once_across_epochs(teacher, tokenizer, wind
     np.testing.assert_allclose(module.teacher.start[0], first.start_logits[0].numpy(), atol=1e-2)
 
 
+def test_teacher_cache_pass_in_bf16_stays_close_to_fp32(teacher, windows):
+    from metaqa.models.distill import TeacherCache
+
+    teacher_dir, _ = teacher
+    dm, _ = windows
+    fp32, bf16 = TeacherCache(str(teacher_dir), 8), TeacherCache(str(teacher_dir), 8)
+    fp32.ensure(dm.train_features, dm.tokenizer.pad_token_id)
+    bf16.ensure(dm.train_features, dm.tokenizer.pad_token_id, bf16=True)
+    assert bf16.passes == fp32.passes
+    diffs = [np.abs(a.astype(np.float32) - b.astype(np.float32)) for a, b in zip(fp32.start, bf16.start)]
+    assert max(d.max() for d in diffs) < 0.1  # bf16 keeps 8 bits of mantissa: small, nonzero differences
+    assert any(d.max() > 0 for d in diffs)  # the pass really ran in bf16
+
+
 def test_compress_stage_writes_a_smaller_reader(stage_cfg, teacher, tmp_path):
     from metaqa.stages import compress, prep
 
