@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import bisect
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Mapping, Sequence
 
 import numpy as np
@@ -183,9 +183,39 @@ def read_filtered(predictor, sentence_filter: SentenceFilter, question: str, doc
                   id: str = "q0") -> tuple[SpanPrediction, FilteredContext]:
     """Answer `question` from the filtered document; offsets in the prediction are the document's."""
     filtered = sentence_filter.filter(question, document)
-    pred = predictor.answer(question, filtered.text, id)
-    if pred.start < 0:
-        return pred, filtered
+    return to_document(predictor.answer(question, filtered.text, id), filtered), filtered
+
+
+def to_document(pred: SpanPrediction, filtered: FilteredContext) -> SpanPrediction:
+    """A prediction on `filtered.text` with its span moved to the original document's offsets."""
+    if pred.start < 0 or filtered.is_whole:
+        return pred
     start, end = filtered.to_document(pred.start, pred.end)
+    document = filtered.document
     return SpanPrediction(pred.id, document[start:end] if pred.text else "", document[start:end], start, end,
-                          pred.score, pred.null_score), filtered
+                          pred.score, pred.null_score)
+
+
+class BudgetedReader:
+    """A predictor that reads at most `max_tokens` tokens per question (question + context + 3
+    special tokens): a longer context keeps only its question-relevant sentences (`SentenceFilter`,
+    BM25), so the reader runs one short window instead of one or more full ones. Less work per
+    question, at the risk of cutting the answer's sentence; answers carry the original offsets.
+    Same `answer` / `predict` as the wrapped predictor."""
+
+    def __init__(self, predictor, max_tokens: int, window: int = 2, stride: int = 1) -> None:
+        if max_tokens > predictor.reader.max_seq_length:
+            raise ValueError(f"max_tokens={max_tokens} is above the reader's window "
+                             f"({predictor.reader.max_seq_length}): nothing to save")
+        self.predictor, self.max_tokens = predictor, max_tokens
+        self.filter = SentenceFilter(predictor.tokenizer, max_tokens, window, stride)
+        self.backend, self.reader, self.tokenizer = predictor.backend, predictor.reader, predictor.tokenizer
+
+    def answer(self, question: str, context: str, id: str = "q0") -> SpanPrediction:
+        return read_filtered(self.predictor, self.filter, question, context, id)[0]
+
+    def predict(self, records, batch_size: int = 32, progress: bool = False) -> list[SpanPrediction]:
+        filtered = [self.filter.filter(r.question, r.context) for r in records]
+        preds = self.predictor.predict([replace(r, context=f.text) for r, f in zip(records, filtered)],
+                                       batch_size, progress)
+        return [to_document(p, f) for p, f in zip(preds, filtered)]

@@ -17,6 +17,8 @@ to it (`metaqa.evaluation.latency.pinned_threads`):
   `pipeline(..., batch_size=)`, after one untimed call, median of `repeats`) and the F1 of those
   batched answers (`batched_f1`: int8 answers may depend on batch-mates);
 - model size on disk.
+With `context_budget=N`, metaqa's readers (not the pipeline) read at most N tokens per question: a
+longer context keeps only its question-relevant sentences (`BudgetedReader`), less work per question.
 `speedup_vs_pipeline` = pipeline p50 / system p50 at the same threads, with a paired bootstrap
 interval. Writes `bench.csv`, `bench.json` (rows, headline, machine, config), `latencies.json`
 (every timed call), `latency.png`, and logs rows + headline to the configured loggers.
@@ -54,6 +56,7 @@ from metaqa.evaluation.scoring import score, score_texts
 from metaqa.export.convert import build_variant, check_variant
 from metaqa.fileio import guard_output_dir, replace_dir, write_csv, write_json
 from metaqa.inference import OnnxPredictor, ReaderConfig, TorchPredictor
+from metaqa.retrieval.longdoc import BudgetedReader
 from metaqa.tracking.plots import latency_plot
 from metaqa.tracking.run import instantiate_list, log_hyperparams, resolved_config, run_stage
 from metaqa.tracking.tables import markdown_table
@@ -116,10 +119,25 @@ def check_config(cfg: DictConfig) -> tuple[list[str], list[int]]:
         raise ConfigError("repeats", f"{cfg.repeats} is not >= 1", "repeats=3")
     if cfg.batch_size < 1:
         raise ConfigError("batch_size", f"{cfg.batch_size} is not >= 1", "batch_size=32")
+    budget, window = cfg.get("context_budget"), cfg.reader.max_seq_length
+    if budget is not None and not 32 <= int(budget) <= window:
+        raise ConfigError("context_budget", f"{budget} tokens is outside [32, reader.max_seq_length={window}]",
+                          "context_budget=128 (or null: every context whole)")
     return variants, threads
 
 
 # --------------------------------------------------------------------------- systems
+def calibration_records(specs: dict[str, dict]) -> dict[str, list[QARecord]]:
+    """The calibration questions of each static-int8 variant, read before any work starts."""
+    calibration = {}
+    for name, spec in specs.items():
+        quant = spec.get("quantization") or {}
+        if quant.get("mode") == "static":
+            cal = quant["calibration"]
+            calibration[name] = load_source(cal["source"], cal.get("format", "auto"))[: cal["limit"]]
+    return calibration
+
+
 def build_variants(model_dir: Path, specs: dict[str, dict], onnx_root: Path, calibration,
                    max_seq_length: int, doc_stride: int) -> dict[str, Path]:
     """Each variant into `onnx_root/<name>` (built in a temp dir beside it, then renamed)."""
@@ -171,12 +189,19 @@ class PipelineSystem:
         return answers
 
 
+def budgeted(predictor, cfg: DictConfig):
+    """The predictor, or with `context_budget` set, the same predictor reading at most that many
+    tokens per question (`BudgetedReader`: a longer context keeps its question-relevant sentences)."""
+    budget = cfg.get("context_budget")
+    return BudgetedReader(predictor, int(budget)) if budget else predictor
+
+
 class ReaderSystem:
     """A metaqa predictor (PyTorch or ONNX) as a bench system."""
 
     def __init__(self, predictor) -> None:
         self.predictor = predictor
-        self.runtime = "pytorch" if predictor.backend == "torch" else "onnxruntime"
+        self.runtime = {"torch": "pytorch", "onnx": "onnxruntime"}.get(predictor.backend, predictor.backend)
 
     def answer(self, r: QARecord):
         return self.predictor.answer(r.question, r.context, r.id)
@@ -287,12 +312,7 @@ def run(cfg: DictConfig) -> dict:
     records = load_source(cfg.source, cfg.format, cfg.data.duplicate_ids)[: cfg.limit]
     if not records:
         raise ConfigError("source", f"{cfg.source} holds no questions", "pass source=<shard dir or data file>")
-    calibration = {}
-    for name, spec in specs.items():
-        quant = spec.get("quantization") or {}
-        if quant.get("mode") == "static":
-            cal = quant["calibration"]
-            calibration[name] = load_source(cal["source"], cal.get("format", "auto"))[: cal["limit"]]
+    calibration = calibration_records(specs)
 
     out = Path(cfg.paths.output_dir)
     guard_output_dir(*(out / "onnx" / name for name in specs), field="hydra.run.dir", stage="bench",
@@ -308,9 +328,9 @@ def run(cfg: DictConfig) -> dict:
         if cfg.include_pipeline:
             systems[PIPELINE] = PipelineSystem(model_dir, reader)
         if cfg.include_torch:
-            systems[TORCH] = ReaderSystem(TorchPredictor.from_dir(model_dir, reader))
+            systems[TORCH] = ReaderSystem(budgeted(TorchPredictor.from_dir(model_dir, reader), cfg))
         for name in variants:
-            systems[name] = ReaderSystem(OnnxPredictor(dirs[name], threads=t, reader=reader))
+            systems[name] = ReaderSystem(budgeted(OnnxPredictor(dirs[name], threads=t, reader=reader), cfg))
         at, timed = bench_threads(systems, records, t, cfg, reader.decode.version_2)
         rows += [{c: {**r, "model_mb": sizes[r["variant"]]}.get(c) for c in COLUMNS} for r in at]
         latencies.update(timed)
@@ -327,7 +347,7 @@ def run(cfg: DictConfig) -> dict:
         "variants": {n: {"dir": str(d), "spec": specs[n]} for n, d in dirs.items()},
         "config": {k: v for k, v in resolved_config(cfg).items()
                    if k in ("threads", "limit", "warmup", "repeats", "batch_size", "reader", "include_pipeline",
-                            "include_torch")},
+                            "include_torch", "context_budget")},
         "machine": machine,
     })
     write_json(out / "latencies.json", latencies)

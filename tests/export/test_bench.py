@@ -178,3 +178,14 @@ def test_pinned_threads_pin_torch_omp_and_the_tokenizers_then_restore(monkeypatc
         assert pinned == {"torch_threads": 1, "ort_intra_op_threads": 1, "omp_num_threads": 1,
                           "tokenizers_parallelism": False}
     assert torch.get_num_threads() == before and "OMP_NUM_THREADS" not in os.environ
+
+
+def test_bench_with_a_context_budget_reads_fewer_tokens_per_question(stage_cfg, reader, self_gold, tmp_path):
+    cfg = bench_cfg(stage_cfg, reader, self_gold, "variants=[fp32]", "include_pipeline=false", "context_budget=40")
+    bench.run(cfg)
+    data = json.loads((tmp_path / "bench" / "bench.json").read_text())
+    assert data["config"]["context_budget"] == 40
+    assert [r["variant"] for r in data["rows"]] == ["metaqa_pytorch", "fp32"]
+    assert all(0 <= r["f1"] <= 100 for r in data["rows"])
+    with pytest.raises(ConfigError, match="context_budget"):
+        bench.check_config(bench_cfg(stage_cfg, reader, self_gold, "context_budget=4096"))

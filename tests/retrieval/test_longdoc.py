@@ -1,8 +1,9 @@
 """Long documents: sentence spans, the filtered context and its exact offset mapping back."""
 import pytest
 
+from metaqa.data.records import Answer, QARecord
 from metaqa.inference import OnnxPredictor
-from metaqa.retrieval.longdoc import FilteredContext, SentenceFilter, read_filtered, sentence_spans
+from metaqa.retrieval.longdoc import BudgetedReader, FilteredContext, SentenceFilter, read_filtered, sentence_spans
 from tests.export.conftest import reader_cfg
 from tests.retrieval.conftest import WINDOW
 
@@ -71,3 +72,24 @@ def test_read_filtered_answers_in_document_offsets(tokenizer, tiny_onnx_dir):
     assert pred.text and DOCUMENT[pred.start : pred.end] == pred.text  # a real span, in document offsets
     first, last = kept.runs[0][0], kept.runs[-1][1]
     assert first <= pred.start < pred.end <= last
+
+
+def test_budgeted_reader_reads_at_most_its_budget_and_answers_in_document_offsets(tokenizer, tiny_onnx_dir):
+    predictor = OnnxPredictor(tiny_onnx_dir, threads=1, reader=reader_cfg(version_2=False))
+    widths = []
+    run = predictor.run
+    predictor.run = lambda batch: (widths.append(batch["input_ids"].shape), run(batch))[1]
+    budgeted = BudgetedReader(predictor, max_tokens=48)
+    short = "Ada wrote it. Bob read it."
+    records = [QARecord("long", "t", DOCUMENT, "Where does the treasure lie buried?", (Answer("the old oak tree",
+                        DOCUMENT.index("the old oak tree")),)),
+               QARecord("short", "t", short, "Who wrote it?", (Answer("Ada", 0),))]
+    for pred, r in zip(budgeted.predict(records, batch_size=2), records):
+        assert pred.id == r.id and pred.text and r.context[pred.start : pred.end] == pred.text
+    assert widths and all(width <= 48 for _, width in widths)  # one short window each, never the reader's 128
+    widths.clear()
+    one = budgeted.answer(records[0].question, DOCUMENT, "long")
+    assert widths == [(1, widths[0][1])] and widths[0][1] <= 48 and DOCUMENT[one.start : one.end] == one.text
+    assert budgeted.answer("Who wrote it?", short) == predictor.answer("Who wrote it?", short)  # fits: untouched
+    with pytest.raises(ValueError, match="above the reader's window"):
+        BudgetedReader(predictor, max_tokens=WINDOW["max_seq_length"] + 1)
