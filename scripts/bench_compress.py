@@ -14,7 +14,9 @@ split, never on the evaluation set. Then `metaqa bench` per model (threads 1, `-
 SQuAD v1.1 dev questions, `--repeats` interleaved passes; the decoder always answers, as v1.1
 asks): the teacher in `transformers.pipeline` (the anchor) and every model as fp32 and int8
 (`int8_dynamic`: optimum's ORTQuantizer, what a user would pick) ONNX on metaqa's engine.
-Latency and F1 come from the same timed calls.
+Latency and F1 come from the same timed calls. With `--context-budgets 128 192`, every model also
+reads at most that many tokens per question (longer contexts keep their question-relevant
+sentences: less text per question), as extra points labelled `<model> ≤N tok`.
 
 Writes docs/results/bench_compress.json (names as issue 14 lists them), docs/results/
 bench_compress.png (the Pareto plot) and prints a Markdown table.
@@ -63,15 +65,19 @@ def train_student(name: str, args) -> Path:
     return out / "reader"
 
 
-def bench_model(name: str, model_dir: Path, args, anchor: bool) -> list[dict]:
-    out = OUT / "bench" / name
+def bench_model(name: str, model_dir: Path, args, anchor: bool, budget: int | None = None) -> list[dict]:
+    """`metaqa bench` of one model (fp32 + int8 ONNX; the pipeline too when `anchor`); with `budget`,
+    reading at most that many tokens per question (`context_budget`), labelled `<name> ≤<budget> tok`."""
+    label = f"{name} ≤{budget} tok" if budget else name
+    out = OUT / "bench" / (f"{name}_ctx{budget}" if budget else name)
     cfg = compose_stage("bench", out, [
         f"model_dir={model_dir}", "variants=[fp32,int8_dynamic]", f"include_pipeline={str(anchor).lower()}",
         "include_torch=false", f"source={SQUAD / 'dev-v1.1.json'}", f"limit={args.questions}", "threads=[1]",
-        f"repeats={args.repeats}", "reader.decode.version_2=false", f"paths.shared_data={DATA}"], root_dir=ROOT)
+        f"repeats={args.repeats}", "reader.decode.version_2=false", f"paths.shared_data={DATA}",
+        f"context_budget={budget or 'null'}"], root_dir=ROOT)
     run_cached("bench", bench.run, cfg)
     rows = json.loads((out / "bench.json").read_text())["rows"]
-    return [{**r, "model": name} for r in rows]
+    return [{**r, "model": label, "context_budget": budget} for r in rows]
 
 
 def pareto_plot(points: list[dict], path: Path) -> None:
@@ -104,6 +110,7 @@ def headline(rows: list[dict]) -> dict:
         r["speedup_vs_pipeline"] = pipe["p50_ms"] / r["p50_ms"]
         if r["variant"] == "int8_dynamic":
             r["int8_f1_cost"] = fp32[r["model"]]["f1"] - r["f1"]
+    # every point but the teacher's own: students, and the teacher reading less text per question
     students = [r for r in rows if r["model"] != "teacher" and r["variant"] != bench.PIPELINE]
     within = [r for r in students if r["f1"] >= teacher["f1"] - 1.5]
     fastest_within = min(within, key=lambda r: r["p50_ms"]) if within else None
@@ -135,6 +142,8 @@ def main() -> None:
     parser.add_argument("--lr", type=float, default=1e-4)
     parser.add_argument("--threads", type=int, default=2, help="training threads (benchmarks run at 1)")
     parser.add_argument("--questions", type=int, default=500, help="SQuAD v1.1 dev questions per point")
+    parser.add_argument("--context-budgets", type=int, nargs="*", default=[],
+                        help="also every model reading at most N tokens per question (bench context_budget)")
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--out", type=Path, default=ROOT / "docs" / "results" / "bench_compress.json")
     args = parser.parse_args()
@@ -154,15 +163,19 @@ def main() -> None:
         rows = bench_model("teacher", args.teacher, args, anchor=True)
         for name, reader in readers.items():
             rows += bench_model(name, reader, args, anchor=False)
+        for budget in args.context_budgets:
+            for name, reader in {"teacher": args.teacher, **readers}.items():
+                rows += bench_model(name, reader, args, anchor=False, budget=budget)
     figures = headline(rows)
     plot = args.out.with_suffix(".png")
     pareto_plot(rows, plot)
-    keep = ["model", "variant", "p50_ms", "p50_ci_low", "p50_ci_high", "p99_ms", "f1", "exact",
+    keep = ["model", "variant", "context_budget", "p50_ms", "p50_ci_low", "p50_ci_high", "p99_ms", "f1", "exact",
             "speedup_vs_pipeline", "int8_f1_cost"]
     figures.update(teacher=str(args.teacher), students={n: STUDENTS[n] for n in args.students},
                    training={"train_questions": args.train_questions, "steps": args.steps,
                              "batch_size": args.batch_size, "lr": args.lr},
-                   questions=args.questions, repeats=args.repeats, plot=str(plot.relative_to(ROOT)),
+                   context_budgets=args.context_budgets, questions=args.questions, repeats=args.repeats,
+                   plot=str(plot.relative_to(ROOT) if plot.is_relative_to(ROOT) else plot),
                    rows=[{k: r.get(k) for k in keep} for r in rows])
     print(markdown_table(figures["rows"], keep))
     print(f"wrote {write_results(args.out, figures, 1)}")
