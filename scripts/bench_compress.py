@@ -9,7 +9,8 @@ Students go through the product (`metaqa compress`, resumable: a finished studen
 - `prune`: all 6 layers, 25% of the heads and 50% of the FFN neurons removed by gradient ×
   activation, distilled;
 each trained for `--steps` steps on the first `--train-questions` questions of the teacher's own
-training data (the `squad1_hardneg` prep: SQuAD v1.1 train + hard negatives), validated on its dev
+training data (`--data`/`--prep-dir`: the `squad1_hardneg` prep, SQuAD v1.1 train + hard negatives, by
+default; `--data squad_v1 --prep-dir outputs/data/squad1_all` for `minilm_squad1`), validated on its dev
 split, never on the evaluation set. Then `metaqa bench` per model (threads 1, `--questions`
 SQuAD v1.1 dev questions, `--repeats` interleaved passes; the decoder always answers, as v1.1
 asks): the teacher in `transformers.pipeline` (the anchor) and every model as fp32 and int8
@@ -55,7 +56,7 @@ STUDENTS = {
 def train_student(name: str, args) -> Path:
     out = OUT / f"{name}_n{args.train_questions}_s{args.steps}"
     cfg = compose_stage("compress", out, [
-        f"teacher_dir={args.teacher}", *STUDENTS[name], "data=squad1_hardneg", f"data.prep_dir={args.prep_dir}",
+        f"teacher_dir={args.teacher}", *STUDENTS[name], f"data={args.data}", f"data.prep_dir={args.prep_dir}",
         f"datamodule.limit_train={args.train_questions}", f"datamodule.limit_val={args.val_questions}",
         f"datamodule.batch_size={args.batch_size}", f"datamodule.eval_batch_size={args.batch_size * 4}",
         f"trainer.max_steps={args.steps}", f"trainer.threads={args.threads}", f"module.optimizer.lr={args.lr}",
@@ -134,6 +135,8 @@ def main() -> None:
                         help="a save_pretrained reader dir (default: the minilm_squad2 reference reader)")
     parser.add_argument("--prep-dir", type=Path, default=ROOT / "outputs" / "data" / "squad1_hardneg",
                         help="the teacher's training data (bench_reader.py --reference minilm_squad2 writes it)")
+    parser.add_argument("--data", default="squad1_hardneg",
+                        help="the data config of --prep-dir (squad_v1 for a v1.1-only teacher such as minilm_squad1)")
     parser.add_argument("--students", nargs="*", default=list(STUDENTS), choices=list(STUDENTS))
     parser.add_argument("--train-questions", type=int, default=8000)
     parser.add_argument("--val-questions", type=int, default=300)
@@ -172,7 +175,8 @@ def main() -> None:
     keep = ["model", "variant", "context_budget", "p50_ms", "p50_ci_low", "p50_ci_high", "p99_ms", "f1", "exact",
             "speedup_vs_pipeline", "int8_f1_cost"]
     figures.update(teacher=str(args.teacher), students={n: STUDENTS[n] for n in args.students},
-                   training={"train_questions": args.train_questions, "steps": args.steps,
+                   training={"data": args.data, "prep_dir": str(args.prep_dir),
+                             "train_questions": args.train_questions, "steps": args.steps,
                              "batch_size": args.batch_size, "lr": args.lr},
                    context_budgets=args.context_budgets, questions=args.questions, repeats=args.repeats,
                    plot=str(plot.relative_to(ROOT) if plot.is_relative_to(ROOT) else plot),
