@@ -6,6 +6,7 @@ latency per question (1 thread), every point on the same questions.
 
 Students go through the product (`metaqa compress`, resumable: a finished student is skipped):
 - `trunc4` / `trunc3`: 4 / 3 of the teacher's 6 layers (every other, the last kept), distilled;
+  `trunc3_probe`: 3 layers chosen by the layer probe (`compress.truncate.choose=probe`), distilled;
 - `prune`: all 6 layers, 25% of the heads and 50% of the FFN neurons removed by gradient ×
   activation, distilled;
 each trained for `--steps` steps on the first `--train-questions` questions of the teacher's own
@@ -47,6 +48,8 @@ OUT = ROOT / "outputs" / "compress"
 STUDENTS = {
     "trunc4": ["compress=[truncate,distill]", "compress.truncate.layers=4"],
     "trunc3": ["compress=[truncate,distill]", "compress.truncate.layers=3"],
+    # 3 layers chosen by the validation probe (greedy: drop the layer whose removal costs least)
+    "trunc3_probe": ["compress=[truncate,distill]", "compress.truncate.layers=3", "compress.truncate.choose=probe"],
     # the same student matching the teacher's hidden states per kept layer (the teacher runs each step)
     "trunc3_hidden": ["compress=[truncate,distill]", "compress.truncate.layers=3", "compress.distill.hidden_weight=1.0"],
     "prune": ["compress=[prune,distill]", "compress.prune.heads=0.25", "compress.prune.ffn=0.5"],

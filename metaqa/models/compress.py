@@ -8,6 +8,8 @@ every layer (so `config.intermediate_size` still describes every layer). Matrice
 real; nothing is masked.
 
 - `truncate(net, layers)`: keep these encoder layers (embeddings and QA head kept).
+- `probe_layers(net, k, batches)`: which k layers to keep, chosen on labelled batches (greedy
+  backward elimination: drop, one at a time, the layer whose removal raises the loss least).
 - `head_importance` / `ffn_importance`: gradient × activation on calibration batches (Michel et
   al. 2019 for heads: |∂L/∂mask| with a head mask of ones; for FFN neurons |a · ∂L/∂a| summed).
 - `prune(net, batches, heads=0.25, ffn=0.5)`: remove that share of heads (globally ranked, at
@@ -57,6 +59,32 @@ def truncate(net, layers: Sequence[int]):
         student.config.pruned_heads = {new: student.config.pruned_heads[old]
                                        for new, old in enumerate(layers) if old in student.config.pruned_heads}
     return student
+
+
+def probe_layers(net, k: int, batches: Sequence[dict]) -> tuple[list[int], list[dict]]:
+    """The k layers to keep, by a validation probe: from all n, repeatedly drop the layer whose
+    removal gives the lowest QA loss on `batches` (the truncated teacher, untrained), until k
+    remain. n(n+1)/2 − k(k+1)/2 forward sweeps over the batches. Returns the kept layers and each
+    round's {dropped, loss}."""
+    keep = list(range(net.config.num_hidden_layers))
+    if not 1 <= k <= len(keep):
+        raise ValueError(f"keep 1..{len(keep)} layers, not {k}")
+    if not batches:
+        raise ValueError("the layer probe needs labelled batches")
+    rounds = []
+    while len(keep) > k:
+        losses = {i: mean_loss(truncate(net, [j for j in keep if j != i]), batches) for i in keep}
+        dropped = min(losses, key=losses.get)
+        keep.remove(dropped)
+        rounds.append({"dropped": dropped, "loss": losses[dropped]})
+    return keep, rounds
+
+
+def mean_loss(net, batches: Sequence[dict]) -> float:
+    """The QA loss (start + end cross-entropy / 2) averaged over `batches`, eval mode, no grad."""
+    net.eval()
+    with torch.no_grad():
+        return float(sum(_loss(net, batch).item() for batch in batches) / len(batches))
 
 
 def _loss(net, batch, **extra) -> torch.Tensor:

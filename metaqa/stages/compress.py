@@ -1,7 +1,8 @@
 """`metaqa compress`: a smaller reader cut from a trained one, then trained (distilled) to recover.
 
 Steps, in this order, each chosen in the `compress` config group (`compress=[truncate,prune,distill]`):
-1. `truncate`: keep k of the teacher's layers (`metaqa.models.compress.choose_layers`).
+1. `truncate`: keep k of the teacher's layers (`metaqa.models.compress.choose_layers`, or
+   `choose=probe`: chosen on `probe_batches` training batches by `probe_layers`).
 2. `prune`: remove the least important heads and FFN neurons (gradient × activation on
    `calibration_batches` training batches).
 3. train the student with `metaqa train`'s machinery and config (data, trainer, callbacks,
@@ -19,7 +20,7 @@ import hydra
 from omegaconf import DictConfig, OmegaConf, open_dict
 
 from metaqa.config import CONF_DIR, ConfigError
-from metaqa.models.compress import choose_layers, parameter_count, prune, truncate
+from metaqa.models.compress import choose_layers, parameter_count, probe_layers, prune, truncate
 from metaqa.models.factory import load_tokenizer
 from metaqa.stages import train
 from metaqa.tracking.run import run_stage
@@ -27,9 +28,8 @@ from metaqa.tracking.run import run_stage
 log = logging.getLogger(__name__)
 
 
-def calibration_batches(cfg: DictConfig, tokenizer) -> list[dict]:
-    """The first `calibration_batches` training batches (labelled windows) for importance scores."""
-    n = int(cfg.compress.prune.calibration_batches)
+def calibration_batches(cfg: DictConfig, tokenizer, n: int) -> list[dict]:
+    """The first `n` training batches (labelled windows): importance scores, the layer probe."""
     datamodule = hydra.utils.instantiate(cfg.datamodule, tokenizer=tokenizer,
                                          limit_train=n * int(cfg.datamodule.batch_size), limit_val=1)
     datamodule.setup("fit")
@@ -46,13 +46,19 @@ def build_student(cfg: DictConfig, teacher, tokenizer) -> tuple[object, dict]:
                                "teacher_layers": teacher.config.num_hidden_layers}
     steps = cfg.compress
     if "truncate" in steps:
-        layers = choose_layers(teacher.config.num_hidden_layers, int(steps.truncate.layers),
-                               OmegaConf.to_object(steps.truncate.choose) if OmegaConf.is_list(steps.truncate.choose)
-                               else steps.truncate.choose)
+        k, how = int(steps.truncate.layers), steps.truncate.choose
+        if how == "probe":
+            batches = calibration_batches(cfg, tokenizer, int(steps.truncate.probe_batches))
+            layers, facts["layer_probe"] = probe_layers(teacher, k, batches)
+            log.info("layer probe kept %s (dropped in order: %s)", layers, [r["dropped"] for r in facts["layer_probe"]])
+        else:
+            layers = choose_layers(teacher.config.num_hidden_layers, k,
+                                   OmegaConf.to_object(how) if OmegaConf.is_list(how) else how)
         student = truncate(student, layers)
         facts["kept_layers"] = layers
     if "prune" in steps:
-        student = prune(student, calibration_batches(cfg, tokenizer), float(steps.prune.heads), float(steps.prune.ffn))
+        student = prune(student, calibration_batches(cfg, tokenizer, int(steps.prune.calibration_batches)),
+                        float(steps.prune.heads), float(steps.prune.ffn))
         facts.update(pruned_heads=sum(len(h) for h in student.config.pruned_heads.values()),
                      intermediate_size=student.config.intermediate_size)
     facts.update(student_params=parameter_count(student), student_layers=student.config.num_hidden_layers)
@@ -84,6 +90,8 @@ def run(cfg: DictConfig) -> dict:
     metrics = train.run(cfg)
     metrics.update({k: v for k, v in facts.items() if isinstance(v, (int, float))})
     metrics["kept_layers"] = str(facts.get("kept_layers", "all"))
+    if "layer_probe" in facts:  # the probe's rounds: which layer went, at what loss
+        metrics["layer_probe"] = str([(r["dropped"], round(r["loss"], 4)) for r in facts["layer_probe"]])
     return metrics
 
 

@@ -4,6 +4,7 @@ selves there, load with `transformers.pipeline`; the teacher's logits are comput
 many epochs the student trains; the stage writes a smaller reader dir."""
 from __future__ import annotations
 
+import ast
 import json
 
 import numpy as np
@@ -101,6 +102,24 @@ def test_layer_choice():
     assert choose_layers(6, 2, [0, 5]) == [0, 5]
     with pytest.raises(ValueError):
         choose_layers(6, 7)
+
+
+def test_layer_probe_drops_the_layer_whose_removal_costs_least(teacher, windows):
+    from metaqa.models.compress import mean_loss, probe_layers
+
+    _, net = teacher
+    dm, _ = windows
+    batches = [b for b, _ in zip(dm.train_dataloader(), range(2))]
+    n = net.config.num_hidden_layers
+    kept, rounds = probe_layers(net, n - 1, batches)
+    # one round is exhaustive: the kept set is the best single drop
+    by_drop = {i: mean_loss(truncate(net, [j for j in range(n) if j != i]), batches) for i in range(n)}
+    assert kept == [j for j in range(n) if j != min(by_drop, key=by_drop.get)]
+    assert rounds == [{"dropped": min(by_drop, key=by_drop.get), "loss": pytest.approx(min(by_drop.values()))}]
+    kept, rounds = probe_layers(net, 2, batches)
+    assert kept == sorted(kept) and len(kept) == 2 and len(rounds) == n - 2
+    with pytest.raises(ValueError, match="keep 1"):
+        probe_layers(net, n + 1, batches)
 
 
 def test_heads_to_prune_keeps_one_head_per_layer():
@@ -210,6 +229,14 @@ def test_compress_stage_writes_a_smaller_reader(stage_cfg, teacher, tmp_path):
     assert reader["num_hidden_layers"] == 2 and reader["intermediate_size"] == 32
     assert metrics["student_params"] < metrics["teacher_params"] and metrics["kept_layers"] == "[1, 3]"
     assert "val/f1" in metrics
+
+    probed = compress.run(stage_cfg("compress", [
+        f"teacher_dir={teacher_dir}", "compress=[truncate,distill]", "compress.truncate.layers=2",
+        "compress.truncate.choose=probe", "compress.truncate.probe_batches=2", f"data.prep_dir={tmp_path / 'data'}",
+        "debug=fast", "trainer.max_steps=2", "reader.max_seq_length=128", "reader.doc_stride=32"],
+        out=tmp_path / "probed"))
+    kept, rounds = ast.literal_eval(probed["kept_layers"]), ast.literal_eval(probed["layer_probe"])
+    assert len(kept) == 2 and len(rounds) == net.config.num_hidden_layers - 2
 
 
 def test_hidden_state_transfer_trains_a_truncated_student_from_the_live_teacher(stage_cfg, teacher, tmp_path):
