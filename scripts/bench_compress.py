@@ -8,7 +8,7 @@ Students go through the product (`metaqa compress`, resumable: a finished studen
 - `trunc4` / `trunc3`: 4 / 3 of the teacher's 6 layers (every other, the last kept), distilled;
   `trunc3_probe`: 3 layers chosen by the layer probe (`compress.truncate.choose=probe`), distilled;
 - `prune`: all 6 layers, 25% of the heads and 50% of the FFN neurons removed by gradient ×
-  activation, distilled;
+  activation, distilled; `prune_relation`: the same plus attention-relation transfer (MiniLMv2);
 each trained for `--steps` steps on the first `--train-questions` questions of the teacher's own
 training data (`--data`/`--prep-dir`: the `squad1_hardneg` prep, SQuAD v1.1 train + hard negatives, by
 default; `--data squad_v1 --prep-dir outputs/data/squad1_all` for `minilm_squad1`), validated on its dev
@@ -53,6 +53,9 @@ STUDENTS = {
     # the same student matching the teacher's hidden states per kept layer (the teacher runs each step)
     "trunc3_hidden": ["compress=[truncate,distill]", "compress.truncate.layers=3", "compress.distill.hidden_weight=1.0"],
     "prune": ["compress=[prune,distill]", "compress.prune.heads=0.25", "compress.prune.ffn=0.5"],
+    # the same with MiniLMv2 attention-relation transfer (the teacher runs each step)
+    "prune_relation": ["compress=[prune,distill]", "compress.prune.heads=0.25", "compress.prune.ffn=0.5",
+                       "compress.distill.relation_weight=1.0"],
 }
 
 

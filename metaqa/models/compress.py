@@ -15,10 +15,12 @@ real; nothing is masked.
 - `prune(net, batches, heads=0.25, ffn=0.5)`: remove that share of heads (globally ranked, at
   least one kept per layer) and of each layer's FFN neurons.
 - `distill_loss`: α·T²·KL(teacher_T ‖ student_T) + (1 − α)·CE(gold), start and end averaged.
+- `attention_relation_loss`: MiniLMv2's self-attention relation transfer (Q-Q, K-K, V-V).
 """
 from __future__ import annotations
 
 import copy
+import math
 from typing import Iterable, Sequence
 
 import torch
@@ -226,6 +228,38 @@ def hidden_state_loss(student_hidden: Sequence[torch.Tensor], teacher_hidden: Se
     for j in layers:
         diff = (student_hidden[j + 1].float() - teacher_hidden[mapped[j] + 1].float()) ** 2
         losses.append(diff.mean() if weight is None else (diff * weight).sum() / (weight.sum() * diff.shape[-1]))
+    return torch.stack(losses).mean()
+
+
+def relation_log_probs(x: torch.Tensor, heads: int, mask: torch.Tensor | None = None) -> torch.Tensor:
+    """(batch, heads, n, n) log softmax(x_r x_rᵀ / √d_r) over keys, x (batch, n, d) split into `heads`
+    relation heads of d / heads; padded keys get no probability."""
+    b, n, d = x.shape
+    if d % heads:
+        raise ValueError(f"width {d} does not split into {heads} relation heads")
+    xr = x.float().view(b, n, heads, d // heads).transpose(1, 2)
+    with torch.autocast(x.device.type, enabled=False):  # fp32 even under bf16 training: n × n softmaxes of tiny differences
+        scores = xr @ xr.transpose(-1, -2) / math.sqrt(d // heads)
+        if mask is not None:
+            scores = scores.masked_fill(~mask[:, None, None, :], -1e4)
+        return F.log_softmax(scores, -1)
+
+
+def attention_relation_loss(student_qkv: Sequence[torch.Tensor], teacher_qkv: Sequence[torch.Tensor],
+                            heads: int = 12, mask: torch.Tensor | None = None) -> torch.Tensor:
+    """MiniLMv2 (Wang et al. 2021): for the queries, keys and values of one layer (each
+    (batch, n, width)), KL(teacher relation ‖ student relation) of their scaled dot-product
+    self-relations, per relation head and real query token, averaged, then over Q, K, V. The two
+    widths may differ (a pruned student): relations are n × n whatever the width."""
+    losses = []
+    for s, t in zip(student_qkv, teacher_qkv, strict=True):
+        log_s, log_t = relation_log_probs(s, heads, mask), relation_log_probs(t, heads, mask)
+        kl = (log_t.exp() * (log_t - log_s)).sum(-1)  # (batch, heads, n)
+        if mask is None:
+            losses.append(kl.mean())
+        else:
+            weight = mask[:, None, :].to(kl.dtype)
+            losses.append((kl * weight).sum() / (weight.sum() * heads))
     return torch.stack(losses).mean()
 
 

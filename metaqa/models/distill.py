@@ -8,9 +8,12 @@ by the batch's `feature_index`. Teacher and student tokenise identically (the st
 the teacher, or shares its tokenizer), so window i has the same positions for both.
 
 With `hidden_weight > 0` the student also matches the teacher's hidden states layer by layer
-(`hidden_state_loss`; `teacher_layers` maps a truncated student's layers to the teacher's). Those
-are too large to cache (windows × tokens × hidden × layers), so the teacher then runs beside the
-student on every batch (no grad) and its logits come from that same pass, not the cache.
+(`hidden_state_loss`; `teacher_layers` maps a truncated student's layers to the teacher's); with
+`relation_weight > 0`, the self-attention relations of its last layer's queries, keys and values
+to the teacher's last layer's (`attention_relation_loss`, MiniLMv2; captured by forward hooks on
+the two layers' Q/K/V projections). Those are too large to cache (windows × tokens × hidden ×
+layers), so the teacher then runs beside the student on every batch (no grad) and its logits come
+from that same pass, not the cache.
 """
 from __future__ import annotations
 
@@ -21,7 +24,7 @@ import torch
 from tqdm.auto import tqdm
 
 from metaqa.data.features import FeatureDataset, model_inputs
-from metaqa.models.compress import distill_loss, hidden_state_loss
+from metaqa.models.compress import attention_relation_loss, distill_loss, encoder_layers, hidden_state_loss
 from metaqa.models.reader import ReaderModule
 
 
@@ -78,31 +81,57 @@ class DistillModule(ReaderModule):
 
     def __init__(self, net, optimizer, teacher_dir: str, temperature: float = 2.0, alpha: float = 0.5,
                  teacher_batch_size: int = 64, hidden_weight: float = 0.0, teacher_layers: list[int] | None = None,
-                 **kwargs) -> None:
+                 relation_weight: float = 0.0, relation_heads: int = 12, **kwargs) -> None:
         super().__init__(net, optimizer, **kwargs)
         self.save_hyperparameters(ignore=["net", "optimizer"], logger=False)
         self.teacher = TeacherCache(teacher_dir, teacher_batch_size)
         self._live: list = []  # the teacher run beside the student: a list, so it is no submodule (never saved)
+        self._qkv: dict[str, list] = {"student": [None] * 3, "teacher": [None] * 3}  # last layer's Q, K, V outputs
+        self._hooks: list = []
+
+    @property
+    def live_teacher(self) -> bool:
+        return self.hparams.hidden_weight > 0 or self.hparams.relation_weight > 0
 
     def on_fit_start(self) -> None:
-        if self.hparams.hidden_weight > 0:
+        if self.live_teacher:
             from transformers import AutoModelForQuestionAnswering
 
             live = AutoModelForQuestionAnswering.from_pretrained(self.hparams.teacher_dir, local_files_only=True)
             self._live = [live.eval().requires_grad_(False).to(self.device)]
+            if self.hparams.relation_weight > 0:
+                self._hooks = [self._capture_qkv("student", self.net), self._capture_qkv("teacher", live)]
         elif self.hparams.alpha > 0:
             dm = self.trainer.datamodule
             bf16 = str(self.trainer.precision).startswith("bf16") and self.device.type == "cpu"
             self.teacher.ensure(dm.train_features, dm.tokenizer.pad_token_id, bf16=bf16)
+
+    def _capture_qkv(self, who: str, net) -> list:
+        """Forward hooks keeping the last encoder layer's query, key and value projections' outputs."""
+        attention = encoder_layers(net)[-1].attention.self
+        store = self._qkv[who]
+
+        def hook(i):
+            def keep(module, args, output):
+                store[i] = output
+            return keep
+
+        return [proj.register_forward_hook(hook(i)) for i, proj in enumerate((attention.query, attention.key, attention.value))]
+
+    def on_fit_end(self) -> None:
+        for handles in self._hooks:
+            for handle in handles:
+                handle.remove()
+        self._hooks = []
 
     def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor:
         inputs = model_inputs(batch)
         hidden = self.hparams.hidden_weight > 0
         out = self.net(**inputs, output_hidden_states=hidden)
         mask = batch["attention_mask"].bool()
-        if hidden:
+        if self.live_teacher:
             with torch.no_grad():
-                teacher = self._live[0](**inputs, output_hidden_states=True)
+                teacher = self._live[0](**inputs, output_hidden_states=hidden)
             t_start, t_end = teacher.start_logits, teacher.end_logits
         elif self.hparams.alpha > 0:
             t_start, t_end = self.teacher.gather(batch["feature_index"], mask.shape[1])
@@ -115,5 +144,10 @@ class DistillModule(ReaderModule):
             transfer = hidden_state_loss(out.hidden_states, teacher.hidden_states, self.hparams.teacher_layers, mask)
             self.log("train/hidden_loss", transfer, batch_size=len(batch["input_ids"]))
             loss = loss + self.hparams.hidden_weight * transfer
+        if self.hparams.relation_weight > 0:
+            relation = attention_relation_loss(self._qkv["student"], self._qkv["teacher"],
+                                               self.hparams.relation_heads, mask)
+            self.log("train/relation_loss", relation, batch_size=len(batch["input_ids"]))
+            loss = loss + self.hparams.relation_weight * relation
         self.log("train/loss", loss, prog_bar=True, batch_size=len(batch["input_ids"]))
         return loss

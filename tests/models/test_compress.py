@@ -97,6 +97,31 @@ def test_hidden_state_loss_pairs_each_student_layer_with_its_teacher_layer():
         hidden_state_loss(student, teacher, [3])
 
 
+def test_attention_relation_loss_is_minilmv2s_kl_of_self_relations():
+    from metaqa.models.compress import attention_relation_loss
+
+    torch.manual_seed(0)
+    teacher = [torch.randn(2, 4, 6) for _ in range(3)]
+    student = [torch.randn(2, 4, 3) for _ in range(3)]  # another width (a pruned student): same relations' shape
+    assert attention_relation_loss(teacher, teacher, heads=3) == 0
+    mask = torch.tensor([[True, True, True, False], [True, True, True, True]])
+
+    def by_hand(s, t):  # one relation head, loops over real tokens only
+        total, count = 0.0, 0
+        for b in range(2):
+            n = int(mask[b].sum())
+            ps = torch.softmax(s[b, :n] @ s[b, :n].T / s.shape[-1] ** 0.5, -1)
+            pt = torch.softmax(t[b, :n] @ t[b, :n].T / t.shape[-1] ** 0.5, -1)
+            total += (pt * (pt.log() - ps.log())).sum()
+            count += n
+        return total / count
+
+    expected = sum(by_hand(s, t) for s, t in zip(student, teacher)) / 3
+    assert torch.isclose(attention_relation_loss(student, teacher, heads=1, mask=mask), expected, atol=1e-5)
+    with pytest.raises(ValueError, match="relation heads"):
+        attention_relation_loss(student, teacher, heads=2)
+
+
 def test_layer_choice():
     assert choose_layers(6, 3) == [1, 3, 5] and choose_layers(6, 4, "first") == [0, 1, 2, 3]
     assert choose_layers(6, 2, [0, 5]) == [0, 5]
@@ -237,6 +262,25 @@ def test_compress_stage_writes_a_smaller_reader(stage_cfg, teacher, tmp_path):
         out=tmp_path / "probed"))
     kept, rounds = ast.literal_eval(probed["kept_layers"]), ast.literal_eval(probed["layer_probe"])
     assert len(kept) == 2 and len(rounds) == net.config.num_hidden_layers - 2
+
+
+def test_attention_relation_transfer_trains_a_pruned_student(stage_cfg, teacher, tmp_path):
+    import csv
+
+    from metaqa.stages import compress, prep
+
+    teacher_dir, _ = teacher
+    prep.run(stage_cfg("prep", [f"data.prep_dir={tmp_path / 'data'}"]))
+    cfg = stage_cfg("compress", [f"teacher_dir={teacher_dir}", "compress=[prune,distill]", "compress.prune.heads=0.25",
+                                 "compress.prune.calibration_batches=1", "compress.distill.relation_weight=1.0",
+                                 "compress.distill.relation_heads=2", f"data.prep_dir={tmp_path / 'data'}",
+                                 "debug=fast", "trainer.max_steps=3", "logger=csv", "trainer.log_every_n_steps=1",
+                                 "reader.max_seq_length=128", "reader.doc_stride=32"])
+    metrics = compress.run(cfg)
+    assert metrics["pruned_heads"] > 0 and "val/f1" in metrics
+    rows = [r for f in (tmp_path / "compress").rglob("metrics.csv") for r in csv.DictReader(f.open())]
+    relation = [float(r["train/relation_loss"]) for r in rows if r.get("train/relation_loss")]
+    assert relation and all(v > 0 for v in relation)  # a pruned student's relations differ from the teacher's
 
 
 def test_hidden_state_transfer_trains_a_truncated_student_from_the_live_teacher(stage_cfg, teacher, tmp_path):
