@@ -9,6 +9,7 @@ Students go through the product (`metaqa compress`, resumable: a finished studen
   `trunc3_probe`: 3 layers chosen by the layer probe (`compress.truncate.choose=probe`), distilled;
 - `prune`: all 6 layers, 25% of the heads and 50% of the FFN neurons removed by gradient ×
   activation, distilled; `prune_relation`: the same plus attention-relation transfer (MiniLMv2);
+- `bert_mini`: bert-mini's shape (4 layers, width 256), embeddings from the teacher's by PCA, distilled;
 each trained for `--steps` steps on the first `--train-questions` questions of the teacher's own
 training data (`--data`/`--prep-dir`: the `squad1_hardneg` prep, SQuAD v1.1 train + hard negatives, by
 default; `--data squad_v1 --prep-dir outputs/data/squad1_all` for `minilm_squad1`), validated on its dev
@@ -53,6 +54,8 @@ STUDENTS = {
     # the same student matching the teacher's hidden states per kept layer (the teacher runs each step)
     "trunc3_hidden": ["compress=[truncate,distill]", "compress.truncate.layers=3", "compress.distill.hidden_weight=1.0"],
     "prune": ["compress=[prune,distill]", "compress.prune.heads=0.25", "compress.prune.ffn=0.5"],
+    # bert-mini's shape (L4/H256), embeddings = the teacher's by PCA, the rest learnt from the teacher
+    "bert_mini": ["compress=[reshape,distill]", "compress.reshape.architecture=bert_mini"],
     # the same with MiniLMv2 attention-relation transfer (the teacher runs each step)
     "prune_relation": ["compress=[prune,distill]", "compress.prune.heads=0.25", "compress.prune.ffn=0.5",
                        "compress.distill.relation_weight=1.0"],

@@ -8,6 +8,8 @@ every layer (so `config.intermediate_size` still describes every layer). Matrice
 real; nothing is masked.
 
 - `truncate(net, layers)`: keep these encoder layers (embeddings and QA head kept).
+- `project_embeddings(teacher, student)`: a student of another width starts from the teacher's
+  embeddings projected onto their top principal directions.
 - `probe_layers(net, k, batches)`: which k layers to keep, chosen on labelled batches (greedy
   backward elimination: drop, one at a time, the layer whose removal raises the loss least).
 - `head_importance` / `ffn_importance`: gradient × activation on calibration batches (Michel et
@@ -87,6 +89,28 @@ def mean_loss(net, batches: Sequence[dict]) -> float:
     net.eval()
     with torch.no_grad():
         return float(sum(_loss(net, batch).item() for batch in batches) / len(batches))
+
+
+def project_embeddings(teacher, student) -> None:
+    """Set the student's word, position and token-type embeddings to the teacher's, centred and
+    projected onto the top `student width` principal directions of the teacher's word embeddings
+    (one projection for all three: BERT sums them). A student as wide as the teacher gets a pure
+    rotation (every distance kept); a narrower one the closest linear fit of that width."""
+    t, s = teacher.base_model.embeddings, student.base_model.embeddings
+    words = t.word_embeddings.weight.detach().float()
+    width = s.word_embeddings.weight.shape[1]
+    if width > words.shape[1]:
+        raise ValueError(f"student width {width} is above the teacher's {words.shape[1]}: nothing to project onto")
+    if s.word_embeddings.weight.shape[0] != words.shape[0]:
+        raise ValueError("teacher and student vocabularies differ: the student must use the teacher's tokenizer")
+    mean = words.mean(0, keepdim=True)
+    _, _, vh = torch.linalg.svd(words - mean, full_matrices=False)
+    basis = vh[:width].T  # (teacher width, student width)
+    with torch.no_grad():
+        for name in ("word_embeddings", "position_embeddings", "token_type_embeddings"):
+            src, dst = getattr(t, name).weight.float(), getattr(s, name).weight
+            n = min(len(src), len(dst))
+            dst[:n] = ((src[:n] - mean) @ basis).to(dst.dtype)
 
 
 def _loss(net, batch, **extra) -> torch.Tensor:

@@ -1,6 +1,8 @@
 """`metaqa compress`: a smaller reader cut from a trained one, then trained (distilled) to recover.
 
 Steps, in this order, each chosen in the `compress` config group (`compress=[truncate,prune,distill]`):
+0. `reshape` (alone, instead of 1–2): a student of another architecture (`compress.reshape.architecture`,
+   a conf/model name such as bert_mini), its embeddings the teacher's projected by PCA to its width.
 1. `truncate`: keep k of the teacher's layers (`metaqa.models.compress.choose_layers`, or
    `choose=probe`: chosen on `probe_batches` training batches by `probe_layers`).
 2. `prune`: remove the least important heads and FFN neurons (gradient × activation on
@@ -20,8 +22,15 @@ import hydra
 from omegaconf import DictConfig, OmegaConf, open_dict
 
 from metaqa.config import CONF_DIR, ConfigError
-from metaqa.models.compress import choose_layers, parameter_count, probe_layers, prune, truncate
-from metaqa.models.factory import load_tokenizer
+from metaqa.models.compress import (
+    choose_layers,
+    parameter_count,
+    probe_layers,
+    project_embeddings,
+    prune,
+    truncate,
+)
+from metaqa.models.factory import build_qa_model, load_tokenizer
 from metaqa.stages import train
 from metaqa.tracking.run import run_stage
 
@@ -45,6 +54,14 @@ def build_student(cfg: DictConfig, teacher, tokenizer) -> tuple[object, dict]:
     student, facts = teacher, {"teacher_params": parameter_count(teacher),
                                "teacher_layers": teacher.config.num_hidden_layers}
     steps = cfg.compress
+    if "reshape" in steps:  # another architecture, not a cut of the teacher: nothing to truncate or prune
+        arch = OmegaConf.load(CONF_DIR / "model" / f"{steps.reshape.architecture}.yaml")
+        student = build_qa_model(arch, vocab_size=teacher.config.vocab_size)
+        if steps.reshape.embeddings not in ("pca", "random"):
+            raise ConfigError("compress.reshape.embeddings", repr(steps.reshape.embeddings), "pca or random")
+        if steps.reshape.embeddings == "pca":
+            project_embeddings(teacher, student)
+        facts["student_architecture"] = str(steps.reshape.architecture)
     if "truncate" in steps:
         k, how = int(steps.truncate.layers), steps.truncate.choose
         if how == "probe":
@@ -73,9 +90,13 @@ def run(cfg: DictConfig) -> dict:
     if not (teacher_dir / "config.json").is_file():
         raise ConfigError("teacher_dir", f"{teacher_dir} is not a reader dir (no config.json)",
                           "pass teacher_dir=<a `metaqa train` run>/reader")
-    unknown = set(cfg.compress) - {"truncate", "prune", "distill"}
+    unknown = set(cfg.compress) - {"reshape", "truncate", "prune", "distill"}
     if unknown or not cfg.compress:
-        raise ConfigError("compress", f"steps {sorted(cfg.compress)}", "choose from compress=[truncate,prune,distill]")
+        raise ConfigError("compress", f"steps {sorted(cfg.compress)}",
+                          "choose from compress=[truncate,prune,distill] (or [reshape,distill])")
+    if "reshape" in cfg.compress and {"truncate", "prune"} & set(cfg.compress):
+        raise ConfigError("compress", f"steps {sorted(cfg.compress)}: a reshaped student is a new architecture, "
+                          "not a cut of the teacher", "compress=[reshape,distill]")
     tokenizer = load_tokenizer({"tokenizer": str(teacher_dir)})
     teacher = AutoModelForQuestionAnswering.from_pretrained(str(teacher_dir), local_files_only=True)
     student, facts = build_student(cfg, teacher, tokenizer)
@@ -90,6 +111,8 @@ def run(cfg: DictConfig) -> dict:
     metrics = train.run(cfg)
     metrics.update({k: v for k, v in facts.items() if isinstance(v, (int, float))})
     metrics["kept_layers"] = str(facts.get("kept_layers", "all"))
+    if "student_architecture" in facts:
+        metrics["student_architecture"] = facts["student_architecture"]
     if "layer_probe" in facts:  # the probe's rounds: which layer went, at what loss
         metrics["layer_probe"] = str([(r["dropped"], round(r["loss"], 4)) for r in facts["layer_probe"]])
     return metrics

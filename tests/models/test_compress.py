@@ -14,7 +14,7 @@ import torch
 import torch.nn.functional as F
 from omegaconf import OmegaConf
 
-from metaqa.config import CONF_DIR
+from metaqa.config import CONF_DIR, ConfigError
 from metaqa.data.datamodule import QADataModule
 from metaqa.models.compress import (
     choose_layers,
@@ -147,6 +147,28 @@ def test_layer_probe_drops_the_layer_whose_removal_costs_least(teacher, windows)
         probe_layers(net, n + 1, batches)
 
 
+def test_projected_embeddings_are_the_teachers_principal_directions(teacher, tokenizer):
+    from metaqa.models.compress import project_embeddings
+
+    _, net = teacher
+    words = net.base_model.embeddings.word_embeddings.weight.detach().numpy().astype(np.float64)
+    narrow = OmegaConf.load(CONF_DIR / "model" / "tiny.yaml")
+    narrow.architecture.hidden_size, narrow.architecture.intermediate_size = 16, 32
+    student = build_qa_model(narrow, vocab_size=len(tokenizer))
+    project_embeddings(net, student)
+    centred = words - words.mean(0)
+    _, _, vh = np.linalg.svd(centred, full_matrices=False)
+    got = student.base_model.embeddings.word_embeddings.weight.detach().numpy()
+    # the same subspace whatever the signs SVD picks: projecting back onto the top-16 directions is equal
+    np.testing.assert_allclose(np.abs(got.T @ got), np.abs((centred @ vh[:16].T).T @ (centred @ vh[:16].T)),
+                               rtol=1e-3, atol=1e-3)
+    wide = build_qa_model(OmegaConf.load(CONF_DIR / "model" / "tiny.yaml"), vocab_size=len(tokenizer))
+    project_embeddings(net, wide)  # as wide as the teacher: a rotation, every distance kept
+    rotated = wide.base_model.embeddings.word_embeddings.weight.detach().numpy()
+    for i, j in ((0, 1), (5, 900), (100, 2000)):
+        assert np.linalg.norm(rotated[i] - rotated[j]) == pytest.approx(np.linalg.norm(words[i] - words[j]), rel=1e-4)
+
+
 def test_heads_to_prune_keeps_one_head_per_layer():
     importance = torch.tensor([[0.1, 0.2], [0.9, 0.8], [0.05, 0.06]])
     assert heads_to_prune(importance, 0.5) == {0: [0], 1: [1], 2: [0]}
@@ -262,6 +284,30 @@ def test_compress_stage_writes_a_smaller_reader(stage_cfg, teacher, tmp_path):
         out=tmp_path / "probed"))
     kept, rounds = ast.literal_eval(probed["kept_layers"]), ast.literal_eval(probed["layer_probe"])
     assert len(kept) == 2 and len(rounds) == net.config.num_hidden_layers - 2
+
+
+def test_a_reshaped_student_of_another_width_trains_and_loads(stage_cfg, teacher, tmp_path):
+    from transformers import AutoModelForQuestionAnswering
+
+    from metaqa.stages import compress, prep
+
+    teacher_dir, _ = teacher
+    prep.run(stage_cfg("prep", [f"data.prep_dir={tmp_path / 'data'}"]))
+    common = [f"teacher_dir={teacher_dir}", f"data.prep_dir={tmp_path / 'data'}", "debug=fast", "trainer.max_steps=2",
+              "reader.max_seq_length=128", "reader.doc_stride=32"]
+    # bert-mini is wider than the tiny teacher: random embeddings (PCA needs a narrower student)
+    metrics = compress.run(stage_cfg("compress", [*common, "compress=[reshape,distill]",
+                                                  "compress.reshape.embeddings=random"]))
+    reader = AutoModelForQuestionAnswering.from_pretrained(next((tmp_path / "compress").rglob("reader/config.json")).parent)
+    assert (reader.config.hidden_size, reader.config.num_hidden_layers) == (256, 4)  # bert-mini's shape
+    assert metrics["student_architecture"] == "bert_mini" and "val/f1" in metrics
+    with pytest.raises(ValueError, match="above the teacher's"):
+        compress.run(stage_cfg("compress", [*common, "compress=[reshape,distill]"], out=tmp_path / "wide"))
+    metrics = compress.run(stage_cfg("compress", [*common, "compress=[reshape,distill]", "compress.reshape.architecture=tiny"],
+                                     out=tmp_path / "pca"))
+    assert metrics["student_architecture"] == "tiny" and "val/f1" in metrics
+    with pytest.raises(ConfigError, match="new architecture"):
+        compress.run(stage_cfg("compress", [*common, "compress=[reshape,truncate,distill]"], out=tmp_path / "bad"))
 
 
 def test_attention_relation_transfer_trains_a_pruned_student(stage_cfg, teacher, tmp_path):
