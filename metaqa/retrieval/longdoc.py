@@ -207,7 +207,7 @@ class BudgetedReader:
         if max_tokens > predictor.reader.max_seq_length:
             raise ValueError(f"max_tokens={max_tokens} is above the reader's window "
                              f"({predictor.reader.max_seq_length}): nothing to save")
-        self.predictor, self.max_tokens = predictor, max_tokens
+        self.predictor = predictor
         self.filter = SentenceFilter(predictor.tokenizer, max_tokens, window, stride)
         self.backend, self.reader, self.tokenizer = predictor.backend, predictor.reader, predictor.tokenizer
 
