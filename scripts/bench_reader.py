@@ -12,8 +12,8 @@ skipped. Each run validates every `--val-every` steps on `--val-questions` quest
 dev split (learning_curve.json / .png in the run dir), never on the evaluation set.
 - `minilm_squad1`: all of SQuAD v1.1 train (a 2% per-article dev split held apart for the curve
   and the checkpoint), scored on all of SQuAD v1.1 dev with the official v1.1 metric.
-- `minilm_squad2`: SQuAD v1.1 train with unanswerable twins (BM25 hard-negative paragraphs and
-  entity-swapped questions) and the DevRev sample's unanswerable rows
+- `minilm_squad2`: SQuAD v1.1 train with unanswerable twins (BM25 hard-negative paragraphs;
+  entity-swapped, negated and antonym-swapped questions) and the DevRev sample's unanswerable rows
   (`conf/data/squad1_hardneg.yaml`, about one third unanswerable); the null
   threshold is the oracle threshold *of its own dev split*, then all 11,873 SQuAD v2.0 dev
   questions are scored once with it (official v2.0 metric; the v2 dev oracle is shown, labelled).
@@ -53,10 +53,10 @@ REFERENCE = {
                       "eval_source": SQUAD / "dev-v1.1.json", "version_2": False,
                       "trained_on": "SQuAD v1.1 train (98%; 2% per-article dev split held apart)"},
     "minilm_squad2": {"data": ["data=squad1_hardneg"], "eval_source": SQUAD / "dev-v2.0.json", "version_2": True,
-                      "trained_on": "SQuAD v1.1 train + unanswerable twins of half its questions (a quarter BM25 "
-                                    "hard-negative paragraphs, a quarter entity-swapped questions on their own "
-                                    "paragraph) + the DevRev sample's unanswerable rows; 98% of it (2% per-article "
-                                    "dev split)"},
+                      "trained_on": "SQuAD v1.1 train + unanswerable twins of half its questions (a tenth BM25 "
+                                    "hard-negative paragraphs; on their own paragraph a fifth entity-swapped, a "
+                                    "tenth negated, a tenth antonym-swapped questions) + the DevRev sample's "
+                                    "unanswerable rows; 98% of it (2% per-article dev split)"},
 }
 
 

@@ -13,9 +13,18 @@ not hold the answer. Without its train set, two constructions from answerable da
   article's other questions mention and this paragraph does not ("When did Beyoncé leave
   Destiny's Child?" → "… leave Jay Z?"): the "entity swap" kind, about a fifth of SQuAD v2's
   unanswerable questions (Rajpurkar et al. 2018, table 2).
+- `rewrite_negatives`: the question stays on its own paragraph and is rewritten into two more of
+  that table's kinds: *negation* ("When was the university founded?" → "When was the university
+  not founded?": `not` before the main verb that has an auxiliary, or after a copular root, read
+  off spaCy's dependency parse) and *antonym* ("the first treaty" → "the last treaty": a word of
+  `ANTONYMS` swapped for its opposite when the paragraph does not use the opposite). Together about
+  a third of SQuAD v2's unanswerable questions; the antonym list is hand-written because no
+  lexicon (WordNet) can be downloaded at run time, and it holds only the comparatives, ordinals
+  and directions that SQuAD questions ask about.
 """
 from __future__ import annotations
 
+import re
 from collections import defaultdict
 from typing import Sequence
 
@@ -28,6 +37,21 @@ from metaqa.retrieval.bm25 import BM25Index
 # NER labels worth swapping: a question about a different one of these is about something else
 SWAP_LABELS = frozenset({"PERSON", "ORG", "GPE", "LOC", "NORP", "FAC", "EVENT", "WORK_OF_ART", "PRODUCT",
                          "LAW", "LANGUAGE", "DATE"})
+
+
+# opposite pairs, both ways; a question word found here is swapped for its opposite
+_PAIRS = [("first", "last"), ("largest", "smallest"), ("biggest", "smallest"), ("highest", "lowest"),
+          ("most", "least"), ("earliest", "latest"), ("before", "after"), ("increase", "decrease"),
+          ("increased", "decreased"), ("longest", "shortest"), ("oldest", "youngest"), ("best", "worst"),
+          ("maximum", "minimum"), ("more", "fewer"), ("north", "south"), ("east", "west"),
+          ("northern", "southern"), ("eastern", "western"), ("upper", "lower"), ("higher", "lower"),
+          ("early", "late"), ("major", "minor"), ("positive", "negative"), ("won", "lost"),
+          ("inside", "outside"), ("above", "below"), ("began", "ended"), ("start", "end"),
+          ("rise", "fall"), ("strongest", "weakest"), ("richest", "poorest"), ("private", "public"),
+          ("male", "female"), ("ancient", "modern"), ("legal", "illegal"), ("success", "failure"),
+          ("larger", "smaller"), ("greatest", "least"), ("top", "bottom"), ("winter", "summer"),
+          ("accepted", "rejected"), ("supported", "opposed")]
+ANTONYMS = {**{a: b for a, b in _PAIRS}, **{b: a for a, b in _PAIRS if b not in dict(_PAIRS)}}
 
 
 def contains_answer(context: str, record: QARecord) -> bool:
@@ -114,3 +138,78 @@ def entity_swap_negatives(questions: Sequence[QARecord], nlp, fraction: float = 
         negatives.append(QARecord(id=f"{r.id}-swap", theme=r.theme, context=r.context, question=question,
                                   is_impossible=True))
     return negatives
+
+
+def negated(doc) -> str | None:
+    """`doc` (a parsed question) with `not` inserted, or None where the parse offers no safe place:
+    where a root verb has an auxiliary, after the subject of an inverted question ("When did X
+    start" → "When did X not start") or after the auxiliary of a plain one ("X is viewed as
+    what" → "X is not viewed as what"); after a copular root ("What is the name" → "What is not
+    the name"). Questions already negated stay."""
+    if any(t.dep_ == "neg" for t in doc):
+        return None
+    root = next((t for t in doc if t.dep_ == "ROOT"), None)
+    if root is None:
+        return None
+    auxes = [c for c in root.children if c.dep_ in ("aux", "auxpass") and c.i < root.i]
+    if root.pos_ == "VERB" and auxes:
+        subject = max((c.i for c in root.children if c.dep_.startswith("nsubj")), default=-1)
+        if auxes[0].i > subject:  # "How many survivors were found" → "… were not found"
+            at = auxes[0].idx + len(auxes[0].text)
+            return doc.text[:at] + " not" + doc.text[at:]
+        # inverted: "What will X be replaced" → "… X not be replaced", "When was X founded" → "… X not founded"
+        at = next((a.idx for a in auxes if a.i > subject), root.idx)
+        return doc.text[:at] + "not " + doc.text[at:]
+    if root.pos_ == "AUX" and root.i + 1 < len(doc):
+        at = root.idx + len(root.text)
+        return doc.text[:at] + " not" + doc.text[at:]
+    return None
+
+
+def antonym_swapped(question: str, context: str, rng: np.random.Generator) -> str | None:
+    """`question` with one `ANTONYMS` word swapped for its opposite (case kept), drawn among those
+    whose opposite neither the paragraph nor the question uses; None when there is none."""
+    words = set(re.findall(r"[a-z]+", (context + " " + question).lower()))
+    # not a name ("Public Safety Officer"), not one side of a choice ("more or less likely")
+    spots = [m for m in re.finditer(r"[A-Za-z]+", question)
+             if m.group().lower() in ANTONYMS and ANTONYMS[m.group().lower()] not in words
+             and not (m.start() > 0 and m.group()[0].isupper())
+             and not re.search(r"\bor\b", question[max(0, m.start() - 4):m.end() + 4])]
+    if not spots:
+        return None
+    m = spots[int(rng.integers(len(spots)))]
+    new = ANTONYMS[m.group().lower()]
+    new = new.capitalize() if m.group()[0].isupper() else new
+    return question[:m.start()] + new + question[m.end():]
+
+
+def rewrite_negatives(questions: Sequence[QARecord], nlp, negation: float = 0.1, antonym: float = 0.1,
+                      seed: int = 0, progress: bool = False) -> list[QARecord]:
+    """Unanswerable same-paragraph rewrites (see the module doc) of a seeded `negation` share of the
+    answerable `questions` (id `<id>-not`) and an `antonym` share (id `<id>-ant`), each drawn among
+    the questions the rewrite applies to. `nlp` needs the dependency parse for negation
+    (`load_spacy(noun_chunks=True)`); it is not run when `negation` is 0."""
+    for name, share in (("negation", negation), ("antonym", antonym)):
+        if not 0.0 <= share <= 1.0:
+            raise ValueError(f"{name}={share}: pass a share of the questions between 0 and 1")
+    answerable = [r for r in questions if not r.is_impossible]
+    rng = np.random.default_rng(seed)
+    negatives = []
+    if negation:
+        docs = nlp.pipe((r.question for r in answerable), batch_size=256)
+        rewritten = [(r, negated(doc)) for r, doc in zip(answerable, tqdm(
+            docs, total=len(answerable), desc="negated questions", disable=not progress, leave=False))]
+        negatives += draw([(r, q) for r, q in rewritten if q], negation * len(answerable), "not", rng)
+    if antonym:
+        rewritten = [(r, antonym_swapped(r.question, r.context, rng)) for r in answerable]
+        negatives += draw([(r, q) for r, q in rewritten if q], antonym * len(answerable), "ant", rng)
+    return negatives
+
+
+def draw(rewritten: list[tuple[QARecord, str]], size: float, suffix: str,
+         rng: np.random.Generator) -> list[QARecord]:
+    """A seeded draw of up to `size` (record, rewritten question) pairs as unanswerable twins."""
+    chosen = sorted(rng.choice(len(rewritten), size=min(len(rewritten), int(round(size))), replace=False))
+    return [QARecord(id=f"{rewritten[i][0].id}-{suffix}", theme=rewritten[i][0].theme,
+                     context=rewritten[i][0].context, question=rewritten[i][1], is_impossible=True)
+            for i in chosen]

@@ -16,7 +16,7 @@ from metaqa.data.shards import (
     write_shards,
 )
 from metaqa.fileio import guard_output_dir, write_json
-from metaqa.retrieval.negatives import entity_swap_negatives, hard_negatives
+from metaqa.retrieval.negatives import entity_swap_negatives, hard_negatives, rewrite_negatives
 from metaqa.synth.candidates import SPACY_MODEL, load_spacy
 from metaqa.tracking.run import run_stage
 from metaqa.tracking.tables import markdown_table
@@ -62,17 +62,23 @@ def run(cfg: DictConfig) -> dict:
 def add_negatives(splits: dict[str, list], records: list, negatives: DictConfig | None, seed: int) -> None:
     """Unanswerable twins of answerable questions (metaqa.retrieval.negatives), built per split so
     a question and its twin never straddle two: `fraction` of them get a BM25 hard-negative
-    paragraph, `entity_swap` of them a same-paragraph question with one entity swapped."""
+    paragraph, `entity_swap` of them a same-paragraph question with one entity swapped, `negation`
+    and `antonym` of them a same-paragraph question negated or with a word turned to its opposite."""
     if not negatives:
         return
     seed = negatives.get("seed", seed)
-    nlp = load_spacy(negatives.get("spacy_model") or SPACY_MODEL) if negatives.get("entity_swap") else None
+    negation, antonym = negatives.get("negation", 0.0), negatives.get("antonym", 0.0)
+    nlp = None
+    if negatives.get("entity_swap") or negation:  # the parse only where negation needs it
+        nlp = load_spacy(negatives.get("spacy_model") or SPACY_MODEL, noun_chunks=bool(negation))
     for rows in splits.values():
-        answerable = list(rows)  # a snapshot: neither construction draws from the other's twins
+        answerable = list(rows)  # a snapshot: no construction draws from another's twins
         if negatives.get("fraction"):
             rows.extend(hard_negatives(answerable, records, negatives.fraction, seed, progress=True))
-        if nlp is not None:
+        if negatives.get("entity_swap"):
             rows.extend(entity_swap_negatives(answerable, nlp, negatives.entity_swap, seed, progress=True))
+        if negation or antonym:
+            rows.extend(rewrite_negatives(answerable, nlp, negation, antonym, seed, progress=True))
 
 
 def extra_unanswerable(cfg: DictConfig) -> list:

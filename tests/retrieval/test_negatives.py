@@ -4,12 +4,21 @@ from __future__ import annotations
 import json
 import shutil
 
+import numpy as np
 import pytest
 
 from metaqa.config import PACKAGE_DIR, ConfigError
 from metaqa.data.records import Answer, QARecord
 from metaqa.data.shards import load_source
-from metaqa.retrieval.negatives import different, entity_swap_negatives, hard_negatives
+from metaqa.retrieval.negatives import (
+    ANTONYMS,
+    antonym_swapped,
+    different,
+    entity_swap_negatives,
+    hard_negatives,
+    negated,
+    rewrite_negatives,
+)
 from metaqa.stages import prep
 from metaqa.synth.candidates import load_spacy
 
@@ -52,16 +61,17 @@ def test_fraction_seed_and_themes():
 def test_prep_with_both_kinds_of_negatives_keeps_each_twin_in_its_questions_split(stage_cfg, tmp_path):
     out = tmp_path / "data"
     metrics = prep.run(stage_cfg("prep", [f"data.prep_dir={out}", "+data.negatives.fraction=0.5",
-                                          "+data.negatives.entity_swap=0.5", "+data.negatives.seed=0"]))
+                                          "+data.negatives.entity_swap=0.5", "+data.negatives.negation=0.3",
+                                          "+data.negatives.seed=0"]))
     splits = {s: {r.id: r for r in load_source(str(out / s))} for s in ("train", "dev", "test")}
-    for suffix in ("-neg", "-swap"):
+    for suffix in ("-neg", "-swap", "-not"):
         twins = {s: [i for i in rows if i.endswith(suffix)] for s, rows in splits.items()}
         assert sum(map(len, twins.values())) > 0, suffix
         for split, ids in twins.items():
             for i in ids:
                 source = splits[split][i.removesuffix(suffix)]  # its answerable source is in the same split
                 assert splits[split][i].is_impossible and not source.is_impossible
-                assert (splits[split][i].context == source.context) == (suffix == "-swap")
+                assert (splits[split][i].context == source.context) == (suffix != "-neg")
     assert metrics["unanswerable"] == sum(r.is_impossible for rows in splits.values() for r in rows.values())
     assert json.loads((tmp_path / "prep" / "manifest.json").read_text())["unanswerable"] == metrics["unanswerable"]
 
@@ -111,3 +121,48 @@ def test_a_swap_is_never_a_part_or_an_extension_of_the_entity():
     assert not different("Sichuan", "Sichuan Province", "the province")
     assert not different("Paris", "London", "london and paris")  # the paragraph mentions it
     assert different("Paris", "London", "a fog over london")
+
+
+@pytest.mark.parametrize("question, expected", [
+    ("When did Beyonce start becoming popular?", "When did Beyonce not start becoming popular?"),
+    ("When was the university founded?", "When was the university not founded?"),
+    ("How many survivors were found?", "How many survivors were not found?"),
+    ("What will the current fleet be replaced with?", "What will the current fleet not be replaced with?"),
+    ("What is the name of the treaty?", "What is not the name of the treaty?"),
+    ("Who founded the company?", None),  # no auxiliary: "did not found" would need the lemma
+    ("Why didn't he go?", None),  # already negated
+])
+def test_negation_follows_the_parse(question, expected):
+    assert negated(load_spacy(noun_chunks=True)(question)) == expected
+
+
+def test_an_antonym_swap_never_uses_a_word_the_paragraph_or_question_has():
+    rng = np.random.default_rng(0)
+    assert antonym_swapped("What was the first treaty?", "The treaty of 1920.", rng) == "What was the last treaty?"
+    assert antonym_swapped("What was the first treaty?", "The last treaty, of 1920.", rng) is None
+    assert antonym_swapped("Did prices rise or fall?", "Prices in 1920.", rng) is None  # a choice, not a claim
+    assert antonym_swapped("Who heads the Public Safety office?", "It has one.", rng) is None  # a name
+    assert antonym_swapped("Most of what?", "Cars.", rng) == "Least of what?"  # case kept
+    assert all(ANTONYMS[b] for b in ANTONYMS.values())  # every opposite swaps back to something
+
+
+def test_rewrites_are_seeded_same_paragraph_twins_in_the_asked_shares():
+    context = "The first treaty was signed in 1920 in Paris and ratified by the senate."
+    rows = [record(i, context, q, "1920") for i, q in enumerate([
+        "When was the first treaty signed?", "In what year was the first treaty ratified?",
+        "When was the treaty signed?", "Where was the first treaty signed?"] * 5)]
+    nlp = load_spacy(noun_chunks=True)
+    twins = rewrite_negatives(rows, nlp, negation=0.5, antonym=0.25, seed=3)
+    assert twins == rewrite_negatives(rows, nlp, negation=0.5, antonym=0.25, seed=3)
+    negations = [t for t in twins if t.id.endswith("-not")]
+    antonyms = [t for t in twins if t.id.endswith("-ant")]
+    assert len(negations) == 10 and len(antonyms) == 5
+    by_id = {r.id: r for r in rows}
+    for twin in twins:
+        source = by_id[twin.id.rsplit("-", 1)[0]]
+        assert twin.is_impossible and twin.answers == () and twin.context == source.context
+    assert all(" not " in t.question for t in negations)
+    assert all("last" in t.question and "first" not in t.question for t in antonyms)
+    assert rewrite_negatives(rows, None, negation=0.0, antonym=0.0) == []  # no parse needed for none
+    with pytest.raises(ValueError, match="negation=2"):
+        rewrite_negatives(rows, nlp, negation=2)
