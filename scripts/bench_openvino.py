@@ -11,9 +11,11 @@ OpenVINO runs each graph twice where the CPU has a bf16 path: `f32` (the same ar
 onnxruntime) and `bf16` (OpenVINO's default inference precision on AMX / AVX512-BF16 CPUs).
 Also: max |Δ logit| between the runtimes on every window, and whether the answers agree.
 
-OpenVINO stays a try, not an export variant, unless it beats onnxruntime on the same graph
-(`openvino_wins`). Writes docs/results/bench_openvino.json and prints a Markdown table.
-Needs `pip install openvino` (not a metaqa dependency).
+OpenVINO runs through the one engine (`OnnxPredictor(..., runtime={"name": "openvino", ...})`, what
+`export=openvino_bf16` dirs load as). `openvino_wins`: the same arithmetic (f32) faster with an
+interval above 1 on some graph; the bf16 rows are what the `openvino_bf16` variant ships.
+Writes docs/results/bench_openvino.json and prints a Markdown table.
+Needs `pip install 'metaqa[openvino]'`.
 """
 from __future__ import annotations
 
@@ -30,41 +32,13 @@ from metaqa.config import CONF_DIR, compose_stage  # noqa: E402
 from metaqa.data.shards import load_source  # noqa: E402
 from metaqa.evaluation.latency import per_item_ms, ratio_ci  # noqa: E402
 from metaqa.inference import OnnxPredictor, ReaderConfig  # noqa: E402
+from metaqa.inference.engine import openvino_bf16_capable  # noqa: E402
 from metaqa.stages import bench  # noqa: E402
 from metaqa.tracking.results import write_results  # noqa: E402
 from metaqa.tracking.tables import markdown_table  # noqa: E402
 
 DATA = ROOT.parent / "shared" / "data"
 DEV = DATA / "squad" / "dev-v2.0.json"
-
-
-class OpenVinoPredictor(OnnxPredictor):
-    """OnnxPredictor with the graph compiled by OpenVINO's CPU plugin: the same tokeniser, padding
-    and decoder, another runtime for the forward pass."""
-
-    backend = "openvino"
-
-    def __init__(self, model_dir: Path, threads: int, reader: ReaderConfig, precision: str) -> None:
-        import openvino as ov
-
-        super().__init__(model_dir, threads=threads, reader=reader)
-        self.precision = precision
-        self.compiled = ov.Core().compile_model(str(self.onnx_path), "CPU", {
-            "INFERENCE_NUM_THREADS": threads, "NUM_STREAMS": 1, "PERFORMANCE_HINT": "LATENCY",
-            "INFERENCE_PRECISION_HINT": precision})
-        self.request = self.compiled.create_infer_request()
-        names = [o.get_any_name() for o in self.compiled.outputs]
-        self.ports = [self.compiled.outputs[names.index(n)] for n in self.outputs]
-
-    def run(self, batch: dict[str, np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
-        result = self.request.infer(batch)
-        return np.asarray(result[self.ports[0]]), np.asarray(result[self.ports[1]])
-
-
-def bf16_capable() -> bool:
-    import openvino as ov
-
-    return "BF16" in ov.Core().get_property("CPU", "OPTIMIZATION_CAPABILITIES")
 
 
 def logit_parity(a: OnnxPredictor, b: OnnxPredictor, records) -> float:
@@ -103,14 +77,15 @@ def main() -> None:
     specs = {name: bench.variant_spec(cfg, name) for name in args.variants}
     dirs = bench.build_variants(Path(args.reader), specs, args.out_dir / "onnx", bench.calibration_records(specs),
                                 reader.max_seq_length, reader.doc_stride)
-    precisions = ["f32", "bf16"] if bf16_capable() else ["f32"]
+    precisions = ["f32", "bf16"] if openvino_bf16_capable() else ["f32"]
     systems, pairs, parity = {}, [], {}
     for name in args.variants:
         ort = OnnxPredictor(dirs[name], threads=args.threads, reader=reader)
         systems[f"{name} onnxruntime"] = bench.ReaderSystem(ort)
         for precision in precisions:
             label = f"{name} openvino {precision}"
-            openvino = OpenVinoPredictor(dirs[name], args.threads, reader, precision)
+            openvino = OnnxPredictor(dirs[name], threads=args.threads, reader=reader,
+                                     runtime={"name": "openvino", "precision": precision})
             systems[label] = bench.ReaderSystem(openvino)
             pairs.append((name, precision, f"{name} onnxruntime", label))
             parity[label] = logit_parity(ort, openvino, records)

@@ -1,6 +1,6 @@
 """A `save_pretrained` reader dir → an ONNX dir, with optimum-onnx 0.1.0.
 
-Four variants (the `export` config group):
+Five variants (the `export` config group):
 - `fp32`: `ORTModelForQuestionAnswering.from_pretrained(dir, export=True)`, saved as is;
 - `optimized`: the fp32 graph through `ORTOptimizer` at `AutoOptimizationConfig.O1`..`O3`
   (O2/O3 fuse attention, LayerNorm and GELU; O3 also approximates GELU);
@@ -8,6 +8,8 @@ Four variants (the `export` config group):
   activations quantised on the fly);
 - `int8_static`: the same with `is_static=True` (QDQ) and activation ranges calibrated with
   `AutoCalibrationConfig.minmax` on tokenised calibration questions.
+- `openvino_bf16`: the fp32 graph, run by OpenVINO's CPU plugin at bf16 inference precision
+  (`runtime: {name: openvino, precision: bf16}` in export.json; the engine reads it on load).
 Either int8 variant can keep the most sensitive nodes in fp32 (`quantization.exclude`: node-name
 substrings, e.g. `[qa_outputs]`).
 
@@ -19,6 +21,7 @@ ORT's shape inference. Every variant dir ends up with one `model.onnx` (optimum'
 from __future__ import annotations
 
 import inspect
+import json
 import logging
 import warnings
 from contextlib import contextmanager
@@ -29,11 +32,10 @@ from typing import Any, Sequence
 from metaqa.config import ConfigError
 from metaqa.data.features import featurize
 from metaqa.data.records import QARecord
-from metaqa.inference.engine import ONNX_NAME, onnx_file
+from metaqa.inference.engine import MANIFEST, ONNX_NAME, OV_PRECISIONS, RUNTIMES, onnx_file
 
 log = logging.getLogger(__name__)
 
-MANIFEST = "export.json"
 OPT_LEVELS = ("O1", "O2", "O3")  # O4 is fp16 mixed precision: GPU only
 ISAS = ("avx512_vnni", "avx512", "avx2", "arm64")  # AutoQuantizationConfig's CPU targets
 QUANT_MODES = ("dynamic", "static")
@@ -72,6 +74,7 @@ def check_variant(spec: dict[str, Any]) -> None:
             if not (cal.get("limit") or 0) > 0:
                 raise ConfigError("export.quantization.calibration.limit", f"{cal.get('limit')!r} is not > 0",
                                   "export.quantization.calibration.limit=32 (questions)")
+    check_runtime(spec)
     atol = spec.get("logits_atol")
     if atol is not None and not atol > 0:
         raise ConfigError("export.logits_atol", f"{atol!r} is not > 0", "a positive tolerance, or null (no logit gate)")
@@ -80,6 +83,33 @@ def check_variant(spec: dict[str, Any]) -> None:
         raise ConfigError("export.max_f1_drop", f"{drop!r} is negative", "export.max_f1_drop=1.0 (F1 points)")
 
 
+
+
+def check_runtime(spec: dict[str, Any]) -> None:
+    """`export.runtime`: onnxruntime (default) or OpenVINO, which must be installed and, for bf16,
+    have a bf16 path on this CPU (it would silently run f32 otherwise)."""
+    runtime = spec.get("runtime") or {"name": "onnxruntime"}
+    if runtime.get("name") not in RUNTIMES:
+        raise ConfigError("export.runtime.name", f"{runtime.get('name')!r} is not one of {RUNTIMES}",
+                          "export=fp32 (onnxruntime) or export=openvino_bf16")
+    if runtime["name"] != "openvino":
+        return
+    if spec.get("optimization") or spec.get("quantization"):  # measured: 0.24× onnxruntime's int8
+        raise ConfigError("export.runtime", "OpenVINO runs the plain fp32 graph here",
+                          "export=openvino_bf16 as it is; onnxruntime's fused or int8 graphs run slower on OpenVINO")
+    precision = runtime.get("precision", "bf16")
+    if precision not in OV_PRECISIONS:
+        raise ConfigError("export.runtime.precision", f"{precision!r} is not one of {OV_PRECISIONS}",
+                          "export.runtime.precision=bf16 (AMX / AVX512-BF16 CPUs) or f32")
+    try:
+        from metaqa.inference.engine import openvino_bf16_capable
+        capable = openvino_bf16_capable()
+    except ImportError:
+        raise ConfigError("export.runtime.name", "openvino is not installed",
+                          "pip install 'metaqa[openvino]', or export=fp32 / int8_dynamic (onnxruntime)") from None
+    if precision == "bf16" and not capable:
+        raise ConfigError("export.runtime.precision", "this CPU has no bf16 path (no AMX, no AVX512-BF16)",
+                          "export.runtime.precision=f32, or export=int8_dynamic (onnxruntime)")
 
 
 # --------------------------------------------------------------------------- steps
@@ -227,7 +257,8 @@ def build_variant(model_dir: str | Path, spec: dict[str, Any], work_dir: str | P
                   max_seq_length: int = 384, doc_stride: int = 128) -> Path:
     """Export `model_dir` into `work_dir/exported`, then the variant `spec` (an `export` config node).
 
-    Returns the dir holding the variant (`work_dir/exported` itself for fp32).
+    Returns the dir holding the variant (`work_dir/exported` itself for fp32 and openvino_bf16), with
+    an export.json that names the variant (and so its runtime).
     """
     check_variant(spec)
     work_dir = Path(work_dir)
@@ -235,17 +266,22 @@ def build_variant(model_dir: str | Path, spec: dict[str, Any], work_dir: str | P
     opt, quant = spec.get("optimization"), spec.get("quantization")
     target = work_dir / str(spec.get("name") or "variant")
     if opt:
-        return optimize(exported, target, opt["level"])
-    if quant and quant["mode"] == "dynamic":
-        return quantize_dynamic(exported, target, quant["isa"], bool(quant.get("per_channel")),
-                                bool(quant.get("reduce_range")), list(quant.get("exclude") or ()))
-    if quant and quant["mode"] == "static":
+        built = optimize(exported, target, opt["level"])
+    elif quant and quant["mode"] == "dynamic":
+        built = quantize_dynamic(exported, target, quant["isa"], bool(quant.get("per_channel")),
+                                 bool(quant.get("reduce_range")), list(quant.get("exclude") or ()))
+    elif quant and quant["mode"] == "static":
         cal = quant.get("calibration") or {}
-        return quantize_static(exported, target, calibration_records or [], quant["isa"],
-                               bool(quant.get("per_channel")), bool(quant.get("reduce_range")),
-                               bool(cal.get("moving_average")), max_seq_length, doc_stride,
-                               list(quant.get("exclude") or ()))
-    return exported
+        built = quantize_static(exported, target, calibration_records or [], quant["isa"],
+                                bool(quant.get("per_channel")), bool(quant.get("reduce_range")),
+                                bool(cal.get("moving_average")), max_seq_length, doc_stride,
+                                list(quant.get("exclude") or ()))
+    else:
+        built = exported
+    # the variant travels with the graph: whoever loads the dir runs it on the runtime it names
+    # (`metaqa export` rewrites this file with the source model and the parity report)
+    (built / MANIFEST).write_text(json.dumps({"variant": spec}, indent=2), encoding="utf-8")
+    return built
 
 
 def _complete(source_dir: str | Path, out_dir: str | Path) -> Path:

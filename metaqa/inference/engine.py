@@ -6,7 +6,8 @@ featurize (HF `run_qa.py` windows) → batches of windows → window logits → 
 batch of windows into start/end logits:
 
 - `TorchPredictor`: a PyTorch `*ForQuestionAnswering` net (a `save_pretrained` reader dir);
-- `OnnxPredictor`: a plain `onnxruntime.InferenceSession` over an ONNX dir from `metaqa export`.
+- `OnnxPredictor`: an ONNX dir from `metaqa export` on onnxruntime (a plain `InferenceSession`), or
+  on OpenVINO's CPU plugin where the dir's export.json says so (`export=openvino_bf16`).
 
 Two ways to read many questions, and they are not interchangeable for int8 graphs:
 - `answer` / `answer_each`: **the serving path** — one question at a time, its windows in one
@@ -17,6 +18,7 @@ Two ways to read many questions, and they are not interchangeable for int8 graph
 """
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping, Sequence
@@ -32,6 +34,7 @@ from metaqa.evaluation.postprocess import DecodeConfig, SpanPrediction, postproc
 _NUMPY_INT = {"tensor(int64)": np.int64, "tensor(int32)": np.int32}
 MODEL_INPUTS = ("input_ids", "attention_mask", "token_type_ids")
 ONNX_NAME = "model.onnx"  # the graph's name in an ONNX dir written by `metaqa export`
+MANIFEST = "export.json"  # beside it: the variant (and its runtime), source model, parity report
 
 
 @dataclass
@@ -218,33 +221,36 @@ class TorchPredictor(Predictor):
         return f"TorchPredictor({type(self.net).__name__}, {self.reader})"
 
 
-class OnnxPredictor(Predictor):
-    """An ONNX dir written by `metaqa export` (model.onnx + fast tokenizer) on onnxruntime.
+RUNTIMES = ("onnxruntime", "openvino")
+OV_PRECISIONS = ("bf16", "f32")
 
-    `threads`: intra-op threads (0 = onnxruntime's default, all cores); every graph optimisation
-    on, sequential execution, one inter-op thread.
+
+class OnnxPredictor(Predictor):
+    """An ONNX dir written by `metaqa export` (model.onnx + fast tokenizer), on the runtime its
+    export.json names (`runtime`: {name, precision}; onnxruntime when it names none).
+
+    `threads`: intra-op threads (0 = the runtime's default, all cores); onnxruntime with every graph
+    optimisation on, sequential execution, one inter-op thread; OpenVINO with one stream, latency hint.
+    `runtime` overrides the dir's (bench_openvino.py runs one graph on both).
     """
 
     backend = "onnx"
 
     def __init__(self, model_dir: str | Path, threads: int = 1, reader: ReaderConfig | None = None,
-                 providers: Sequence[str] | None = None) -> None:
-        import onnxruntime as ort
+                 providers: Sequence[str] | None = None, runtime: Mapping[str, Any] | None = None) -> None:
         from transformers import AutoTokenizer
 
         if threads < 0:
-            raise ValueError(f"threads={threads}: pass 1 or more, or 0 for onnxruntime's default")
+            raise ValueError(f"threads={threads}: pass 1 or more, or 0 for the runtime's default")
         self.model_dir = Path(model_dir)
         self.onnx_path = onnx_file(self.model_dir)
         super().__init__(AutoTokenizer.from_pretrained(str(self.model_dir), local_files_only=True), reader)
         self.threads = threads
-        options = ort.SessionOptions()
-        options.intra_op_num_threads = threads
-        options.inter_op_num_threads = 1
-        options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
-        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-        self.session = ort.InferenceSession(str(self.onnx_path), options,
-                                            providers=list(providers or ["CPUExecutionProvider"]))
+        self.runtime = dict(runtime or exported_runtime(self.model_dir))
+        if self.runtime["name"] == "openvino":
+            self.session = OpenVinoSession(self.onnx_path, threads, self.runtime.get("precision", "bf16"))
+        else:
+            self.session = onnxruntime_session(self.onnx_path, threads, providers)
         self.input_names = {i.name: _NUMPY_INT.get(i.type, np.int64) for i in self.session.get_inputs()}
         unknown = set(self.input_names) - set(MODEL_INPUTS)
         if unknown:
@@ -257,7 +263,67 @@ class OnnxPredictor(Predictor):
         return start, end
 
     def __repr__(self) -> str:
-        return f"OnnxPredictor({str(self.model_dir)!r}, threads={self.threads}, {self.reader})"
+        runtime = "" if self.runtime["name"] == "onnxruntime" else f", runtime={self.runtime}"
+        return f"OnnxPredictor({str(self.model_dir)!r}, threads={self.threads}{runtime}, {self.reader})"
+
+
+def exported_runtime(model_dir: Path) -> dict[str, Any]:
+    """The runtime an exported dir's export.json names (onnxruntime for dirs without one)."""
+    manifest = model_dir / MANIFEST
+    variant = json.loads(manifest.read_text(encoding="utf-8")).get("variant", {}) if manifest.is_file() else {}
+    return dict(variant.get("runtime") or {"name": "onnxruntime"})
+
+
+def onnxruntime_session(onnx_path: Path, threads: int, providers: Sequence[str] | None = None):
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = threads
+    options.inter_op_num_threads = 1
+    options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    return ort.InferenceSession(str(onnx_path), options, providers=list(providers or ["CPUExecutionProvider"]))
+
+
+@dataclass(frozen=True)
+class _Port:
+    name: str
+    type: str
+
+
+class OpenVinoSession:
+    """The ONNX graph compiled by OpenVINO's CPU plugin, behind the three calls `OnnxPredictor` makes
+    of an onnxruntime session (`get_inputs`, `get_outputs`, `run`), so one predictor serves both."""
+
+    def __init__(self, onnx_path: Path, threads: int, precision: str = "bf16") -> None:
+        import openvino as ov
+
+        if precision not in OV_PRECISIONS:
+            raise ValueError(f"OpenVINO precision {precision!r}: pass one of {OV_PRECISIONS}")
+        config = {"NUM_STREAMS": 1, "PERFORMANCE_HINT": "LATENCY", "INFERENCE_PRECISION_HINT": precision}
+        if threads:
+            config["INFERENCE_NUM_THREADS"] = threads
+        self.compiled = ov.Core().compile_model(str(onnx_path), "CPU", config)
+        self.request = self.compiled.create_infer_request()
+        self.ports = {o.get_any_name(): o for o in self.compiled.outputs}
+
+    def get_inputs(self) -> list[_Port]:
+        return [_Port(i.get_any_name(), f"tensor({i.get_element_type().to_dtype().name})")
+                for i in self.compiled.inputs]
+
+    def get_outputs(self) -> list[_Port]:
+        return [_Port(name, "tensor(float)") for name in self.ports]
+
+    def run(self, output_names: Sequence[str], feed: dict[str, np.ndarray]) -> list[np.ndarray]:
+        result = self.request.infer(feed)
+        return [np.array(result[self.ports[name]]) for name in output_names]
+
+
+def openvino_bf16_capable() -> bool:
+    """Whether OpenVINO's CPU plugin has a bf16 path here (AMX or AVX512-BF16)."""
+    import openvino as ov
+
+    return "BF16" in ov.Core().get_property("CPU", "OPTIMIZATION_CAPABILITIES")
 
 
 def onnx_file(model_dir: str | Path) -> Path:

@@ -210,6 +210,7 @@ class BudgetedReader:
         self.predictor = predictor
         self.filter = SentenceFilter(predictor.tokenizer, max_tokens, window, stride)
         self.backend, self.reader, self.tokenizer = predictor.backend, predictor.reader, predictor.tokenizer
+        self.runtime = getattr(predictor, "runtime", None)  # an ONNX dir's runtime (onnxruntime / OpenVINO)
 
     def answer(self, question: str, context: str, id: str = "q0") -> SpanPrediction:
         return read_filtered(self.predictor, self.filter, question, context, id)[0]

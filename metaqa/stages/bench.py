@@ -197,11 +197,11 @@ def budgeted(predictor, cfg: DictConfig):
 
 
 class ReaderSystem:
-    """A metaqa predictor (PyTorch or ONNX) as a bench system."""
+    """A metaqa predictor (PyTorch, or an ONNX dir on onnxruntime or OpenVINO) as a bench system."""
 
     def __init__(self, predictor) -> None:
         self.predictor = predictor
-        self.runtime = {"torch": "pytorch", "onnx": "onnxruntime"}.get(predictor.backend, predictor.backend)
+        self.runtime = predictor.runtime["name"] if predictor.backend == "onnx" else "pytorch"
 
     def answer(self, r: QARecord):
         return self.predictor.answer(r.question, r.context, r.id)
@@ -250,7 +250,7 @@ def bench_threads(systems: dict, records: Sequence[QARecord], threads: int, cfg:
 # --------------------------------------------------------------------------- results
 def headline(rows: list[dict], threads: int, include_pipeline: bool) -> dict[str, Any]:
     at = [r for r in rows if r["threads"] == threads]
-    onnx = [r for r in at if r["runtime"] == "onnxruntime"]
+    onnx = [r for r in at if r["runtime"] in ("onnxruntime", "openvino")]  # the exported variants
     by_name = {r["variant"]: r for r in at}
     best = min(onnx, key=lambda r: r["p50_ms"]) if onnx else None
     pipe = by_name.get(PIPELINE)

@@ -1,6 +1,6 @@
 """`metaqa export`: a save_pretrained reader dir → an ONNX dir, gated on parity with PyTorch.
 
-The variant (`export=fp32|optimized|int8_dynamic|int8_static`) is built in a temp dir beside
+The variant (`export=fp32|optimized|int8_dynamic|int8_static|openvino_bf16`) is built in a temp dir beside
 `export_dir`; the PyTorch model and the ONNX graph then read the same dev windows
 (`export.parity.source`), and the temp dir is renamed to `export_dir` only when the gate
 (`metaqa.export.parity`: F1 either way, answer agreement, logits; one question at a time and

@@ -189,3 +189,16 @@ def test_bench_with_a_context_budget_reads_fewer_tokens_per_question(stage_cfg, 
     assert all(0 <= r["f1"] <= 100 for r in data["rows"])
     with pytest.raises(ConfigError, match="context_budget"):
         bench.check_config(bench_cfg(stage_cfg, reader, self_gold, "context_budget=4096"))
+
+
+def test_bench_runs_the_openvino_variant_on_openvino(stage_cfg, reader, self_gold, tmp_path):
+    from tests.export.test_export import openvino_precision
+
+    cfg = bench_cfg(stage_cfg, reader, self_gold, "variants=[fp32,openvino_bf16]", "include_pipeline=false",
+                    "include_torch=false",
+                    f"+variant_overrides.openvino_bf16.runtime.precision={openvino_precision()}")
+    metrics = bench.run(cfg)
+    rows = {r["variant"]: r for r in json.loads((tmp_path / "bench" / "bench.json").read_text())["rows"]}
+    assert rows["fp32"]["runtime"] == "onnxruntime" and rows["openvino_bf16"]["runtime"] == "openvino"
+    assert rows["openvino_bf16"]["f1"] == pytest.approx(100.0, abs=20)  # self-gold; bf16 may flip a tiny logit
+    assert metrics["best_variant"] in rows

@@ -12,7 +12,7 @@ from metaqa.config import ConfigError
 from metaqa.export import convert
 from metaqa.export.parity import ParityError, compare, enforce
 from metaqa.fileio import MARKER, write_json
-from metaqa.inference import OnnxPredictor, TorchPredictor
+from metaqa.inference import OnnxPredictor, TorchPredictor, make_record
 from metaqa.stages import export as export_stage
 from metaqa.tracking.run import run_stage
 from tests.export.conftest import WINDOW, reader_cfg, tiny_reader, torch_answers
@@ -72,6 +72,28 @@ def test_every_variant_exports_passes_the_gate_and_answers(stage_cfg, reader, se
     assert logits.shape[0] == 1 and np.isfinite(logits.numpy()).all()
     answer = OnnxPredictor(out, reader=reader_cfg()).answer("Who wrote it?", "Ada Lovelace wrote it in London.")
     assert answer.id == "q0" and np.isfinite(answer.null_score)
+
+
+def test_the_openvino_variant_is_the_fp32_graph_run_by_openvino_wherever_the_dir_is_loaded(
+        stage_cfg, reader, self_gold, tmp_path):
+    from metaqa.inference import load_predictor
+    from metaqa.inference.engine import OpenVinoSession
+
+    precision = openvino_precision()
+    cfg = export_cfg(stage_cfg, reader, self_gold, "export=openvino_bf16", f"export.runtime.precision={precision}")
+    run_stage("export", export_stage.run, cfg)
+    out = tmp_path / "export" / "onnx"
+    manifest = json.loads((out / "export.json").read_text())
+    assert manifest["variant"]["runtime"] == {"name": "openvino", "precision": precision} and manifest["parity"]["ok"]
+    served = load_predictor(out, reader_cfg(), threads=1)  # what eval, bench, pipeline and serve call
+    assert isinstance(served.session, OpenVinoSession) and "openvino" in repr(served)
+    ort = OnnxPredictor(out, threads=1, reader=reader_cfg(), runtime={"name": "onnxruntime"})
+    features = ort.featurize([make_record("Who wrote it?", "Ada Lovelace wrote it in London in 1843. " * 40)])
+    batch = ort.pad(features, np.arange(len(features)))  # several windows: a real batch
+    assert len(features) > 1
+    atol = 1.0 if precision == "bf16" else 1e-4
+    for a, b in zip(ort.run(batch), served.run(batch)):
+        assert a.shape == b.shape and np.max(np.abs(a - b)) < atol
 
 
 def test_gate_refuses_a_corrupted_graph_and_writes_nothing(stage_cfg, reader, self_gold, tmp_path, monkeypatch):
@@ -155,12 +177,27 @@ def test_bad_configs_fail_before_any_work(stage_cfg, reader, self_gold, tmp_path
         export_stage.run(stage_cfg("export", [f"model_dir={reader[0]}"]))
     with pytest.raises(ValueError, match="reduce_range"):
         convert.quantization_config("avx512_vnni", False, reduce_range=True)
+    with pytest.raises(ConfigError, match="export.runtime.precision"):
+        export_stage.run(export_cfg(stage_cfg, reader, self_gold, "export=openvino_bf16", "export.runtime.precision=fp16"))
+    with pytest.raises(ConfigError, match="export.runtime"):  # OpenVINO runs onnxruntime's int8 graph 4x slower
+        export_stage.run(export_cfg(stage_cfg, reader, self_gold, "export=int8_dynamic",
+                                    "+export.runtime={name:openvino,precision:f32}"))
+    with pytest.raises(ConfigError, match="export.runtime.name"):
+        export_stage.run(export_cfg(stage_cfg, reader, self_gold, "+export.runtime={name:tvm}"))
     assert not (tmp_path / "export" / "onnx").exists()
 
 
-@pytest.mark.parametrize("variant", ["fp32", "optimized", "int8_dynamic", "int8_static"])
+def openvino_precision() -> str:
+    """bf16 where this CPU has a bf16 path, else f32 (the variant refuses bf16 there: tested below)."""
+    from metaqa.inference.engine import openvino_bf16_capable
+
+    return "bf16" if openvino_bf16_capable() else "f32"
+
+
+@pytest.mark.parametrize("variant", ["fp32", "optimized", "int8_dynamic", "int8_static", "openvino_bf16"])
 def test_variant_configs_compose(stage_cfg, variant):
-    cfg = stage_cfg("export", ["model_dir=/tmp/x", f"export={variant}"])
+    precision = [f"export.runtime.precision={openvino_precision()}"] if variant == "openvino_bf16" else []
+    cfg = stage_cfg("export", ["model_dir=/tmp/x", f"export={variant}", *precision])
     assert cfg.export.name == variant and cfg.export.max_f1_drop == 1.0
     convert.check_variant(OmegaConf.to_container(cfg.export, resolve=True))
 
