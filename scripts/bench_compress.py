@@ -16,7 +16,8 @@ default; `--data squad_v1 --prep-dir outputs/data/squad1_all` for `minilm_squad1
 split, never on the evaluation set. Then `metaqa bench` per model (threads 1, `--questions`
 SQuAD v1.1 dev questions, `--repeats` interleaved passes; the decoder always answers, as v1.1
 asks): the teacher in `transformers.pipeline` (the anchor) and every model as fp32 and int8
-(`int8_dynamic`: optimum's ORTQuantizer, what a user would pick) ONNX on metaqa's engine.
+(`int8_dynamic`: optimum's ORTQuantizer, what a user would pick) ONNX on metaqa's engine, and as
+`openvino_bf16` (the fp32 graph on OpenVINO at bf16) where this CPU has a bf16 path (`--variants`).
 Latency and F1 come from the same timed calls. With `--context-budgets 128 192`, every model also
 reads at most that many tokens per question (longer contexts keep their question-relevant
 sentences: less text per question), as extra points labelled `<model> ≤N tok`.
@@ -76,12 +77,12 @@ def train_student(name: str, args) -> Path:
 
 
 def bench_model(name: str, model_dir: Path, args, anchor: bool, budget: int | None = None) -> list[dict]:
-    """`metaqa bench` of one model (fp32 + int8 ONNX; the pipeline too when `anchor`); with `budget`,
+    """`metaqa bench` of one model (`--variants`; the pipeline too when `anchor`); with `budget`,
     reading at most that many tokens per question (`context_budget`), labelled `<name> ≤<budget> tok`."""
     label = f"{name} ≤{budget} tok" if budget else name
     out = OUT / "bench" / (f"{name}_ctx{budget}" if budget else name)
     cfg = compose_stage("bench", out, [
-        f"model_dir={model_dir}", "variants=[fp32,int8_dynamic]", f"include_pipeline={str(anchor).lower()}",
+        f"model_dir={model_dir}", f"variants=[{','.join(args.variants)}]", f"include_pipeline={str(anchor).lower()}",
         "include_torch=false", f"source={SQUAD / 'dev-v1.1.json'}", f"limit={args.questions}", "threads=[1]",
         f"repeats={args.repeats}", "reader.decode.version_2=false", f"paths.shared_data={DATA}",
         f"context_budget={budget or 'null'}"], root_dir=ROOT)
@@ -97,7 +98,7 @@ def pareto_plot(points: list[dict], path: Path) -> None:
 
     fig, ax = plt.subplots(figsize=(7, 4.5))
     for p in points:
-        marker = {bench.PIPELINE: "s", "fp32": "o", "int8_dynamic": "^"}.get(p["variant"], "o")
+        marker = {bench.PIPELINE: "s", "fp32": "o", "int8_dynamic": "^", "openvino_bf16": "D"}.get(p["variant"], "o")
         ax.errorbar(p["p50_ms"], p["f1"], xerr=[[p["p50_ms"] - p["p50_ci_low"]], [p["p50_ci_high"] - p["p50_ms"]]],
                     fmt=marker, capsize=3)
         ax.annotate(f"{p['model']} {p['variant']}", (p["p50_ms"], p["f1"]), fontsize=7, xytext=(4, 3),
@@ -120,6 +121,8 @@ def headline(rows: list[dict]) -> dict:
         r["speedup_vs_pipeline"] = pipe["p50_ms"] / r["p50_ms"]
         if r["variant"] == "int8_dynamic":
             r["int8_f1_cost"] = fp32[r["model"]]["f1"] - r["f1"]
+        if r["variant"] == "openvino_bf16":
+            r["bf16_f1_cost"] = fp32[r["model"]]["f1"] - r["f1"]
     # every point but the teacher's own: students, and the teacher reading less text per question
     students = [r for r in rows if r["model"] != "teacher" and r["variant"] != bench.PIPELINE]
     within = [r for r in students if r["f1"] >= teacher["f1"] - 1.5]
@@ -136,6 +139,14 @@ def headline(rows: list[dict]) -> dict:
         "fastest_f1": fastest["f1"],
         "max_int8_f1_cost": max(r["int8_f1_cost"] for r in rows if "int8_f1_cost" in r),
     }
+
+
+def default_variants() -> list[str]:
+    try:
+        from metaqa.inference.engine import openvino_bf16_capable
+        return ["fp32", "int8_dynamic", *(["openvino_bf16"] if openvino_bf16_capable() else [])]
+    except ImportError:
+        return ["fp32", "int8_dynamic"]
 
 
 def main() -> None:
@@ -157,6 +168,9 @@ def main() -> None:
     parser.add_argument("--context-budgets", type=int, nargs="*", default=[],
                         help="also every model reading at most N tokens per question (bench context_budget)")
     parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--variants", nargs="+", default=default_variants(),
+                        help="export variants per model (default: fp32, int8_dynamic, and openvino_bf16 where "
+                             "OpenVINO is installed and this CPU has a bf16 path)")
     parser.add_argument("--out", type=Path, default=ROOT / "docs" / "results" / "bench_compress.json")
     args = parser.parse_args()
     if args.teacher is None:
@@ -182,7 +196,7 @@ def main() -> None:
     plot = args.out.with_suffix(".png")
     pareto_plot(rows, plot)
     keep = ["model", "variant", "context_budget", "p50_ms", "p50_ci_low", "p50_ci_high", "p99_ms", "f1", "exact",
-            "speedup_vs_pipeline", "int8_f1_cost"]
+            "speedup_vs_pipeline", "int8_f1_cost", "bf16_f1_cost"]
     figures.update(teacher=str(args.teacher), students={n: STUDENTS[n] for n in args.students},
                    training={"data": args.data, "prep_dir": str(args.prep_dir),
                              "train_questions": args.train_questions, "steps": args.steps,

@@ -108,8 +108,8 @@ def score_reference(name: str, out: Path, args) -> dict:
               *([f"threads={args.threads}"] if args.trainer == "cpu" else [])]
     threshold = 0.0
     if spec["version_2"]:  # the null threshold from the reader's own dev split, never the evaluation set
-        dev = run_cached("eval", eval_stage.run, stage_cfg("eval", out / "eval_own_dev", [
-            *common, "source=${data.prep_dir}/dev"]))["metrics"]
+        own_dev = stage_cfg("eval", out / "eval_own_dev", [*common, "source=${data.prep_dir}/dev"])
+        dev = run_cached("eval", eval_stage.run, own_dev)["metrics"]
         threshold = float(dev["best_f1_thresh"])
     final = run_cached("eval", eval_stage.run, stage_cfg("eval", out / "eval_official_dev", [
         *common, f"source={spec['eval_source']}", f"reader.decode.null_threshold={threshold}",
@@ -122,8 +122,27 @@ def score_reference(name: str, out: Path, args) -> dict:
     if spec["version_2"]:
         row.update(null_threshold=round(threshold, 3), HasAns_f1=round(final["HasAns_f1"], 2),
                    NoAns_f1=round(final["NoAns_f1"], 2), oracle_best_f1=round(final["best_f1"], 2),
-                   oracle_best_f1_thresh=round(final["best_f1_thresh"], 3))
+                   oracle_best_f1_thresh=round(final["best_f1_thresh"], 3),
+                   own_dev_abstained_by_kind=abstained_by_kind(out / "eval_own_dev" / "predictions.json",
+                                                               own_dev.source))
     return row
+
+
+TWIN_KINDS = {"neg": "bm25_wrong_paragraph", "swap": "entity_swap", "not": "negation", "ant": "antonym"}
+
+
+def abstained_by_kind(predictions_json: Path, source: str) -> dict[str, dict]:
+    """Share of each kind of own-dev question the reader abstained on at the tuned threshold (the
+    twins by their id suffix, see metaqa.retrieval.negatives; `real_unanswerable`: the DevRev rows):
+    which constructions it learned to refuse, beside how it does on SQuAD v2's crowd-written ones."""
+    predictions = json.loads(predictions_json.read_text())
+    counts: dict[str, list[bool]] = {}
+    for r in load_source(source):
+        if r.id in predictions:
+            kind = TWIN_KINDS.get(r.id.rsplit("-", 1)[-1]) if "-" in r.id else None
+            kind = kind or ("real_unanswerable" if r.is_impossible else "answerable")
+            counts.setdefault(kind, []).append(predictions[r.id] == "")
+    return {k: {"questions": len(v), "abstained": round(sum(v) / len(v), 3)} for k, v in sorted(counts.items())}
 
 
 def reference(name: str, args) -> dict:
