@@ -21,6 +21,7 @@ from typing import Any, Mapping, Sequence
 import numpy as np
 
 from metaqa.evaluation.postprocess import SpanPrediction
+from metaqa.inference.engine import make_record
 from metaqa.retrieval.dense import SentenceEncoder
 from metaqa.retrieval.index import CorpusIndex, check_retriever_spec
 
@@ -213,6 +214,13 @@ class BudgetedReader:
         self.runtime = getattr(predictor, "runtime", None)  # an ONNX dir's runtime (onnxruntime / OpenVINO)
 
     def answer(self, question: str, context: str, id: str = "q0") -> SpanPrediction:
+        # a context that fits is read from its one tokenisation; only a longer one is filtered
+        # (and tokenised again): on SQuAD most contexts fit a 192-token budget
+        record = make_record(question, context, id)
+        features = self.predictor.featurize([record])
+        if len(features) == 1 and len(features.encodings["input_ids"][0]) <= self.filter.max_seq_length:
+            start, end = self.predictor.run(self.predictor.pad(features, np.arange(1)))
+            return self.predictor.decode([record], features, start, end)[0]
         return read_filtered(self.predictor, self.filter, question, context, id)[0]
 
     def predict(self, records, batch_size: int = 32, progress: bool = False) -> list[SpanPrediction]:

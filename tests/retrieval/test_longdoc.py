@@ -91,5 +91,11 @@ def test_budgeted_reader_reads_at_most_its_budget_and_answers_in_document_offset
     one = budgeted.answer(records[0].question, DOCUMENT, "long")
     assert widths == [(1, widths[0][1])] and widths[0][1] <= 48 and DOCUMENT[one.start : one.end] == one.text
     assert budgeted.answer("Who wrote it?", short) == predictor.answer("Who wrote it?", short)  # fits: untouched
+    budgeted.filter.filter = lambda *a: pytest.fail("a context that fits is read as it is, never filtered")
+    calls = []
+    featurize = predictor.featurize
+    predictor.featurize = lambda records: (calls.append(len(records)), featurize(records))[1]
+    assert budgeted.answer("Who wrote it?", short, "s").text == predictor.answer("Who wrote it?", short).text
+    assert calls == [1, 1]  # tokenised once by the budgeted reader (the second call is the plain answer above)
     with pytest.raises(ValueError, match="above the reader's window"):
         BudgetedReader(predictor, max_tokens=WINDOW["max_seq_length"] + 1)
