@@ -19,6 +19,7 @@ Two ways to read many questions, and they are not interchangeable for int8 graph
 from __future__ import annotations
 
 import json
+import threading
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping, Sequence
@@ -296,15 +297,19 @@ class OpenVinoSession:
     of an onnxruntime session (`get_inputs`, `get_outputs`, `run`), so one predictor serves both."""
 
     def __init__(self, onnx_path: Path, threads: int, precision: str = "bf16") -> None:
-        import openvino as ov
-
+        try:
+            import openvino as ov
+        except ImportError:
+            raise ImportError(f"{onnx_path.parent}: its export.json asks for OpenVINO, which is not installed. "
+                              "pip install 'metaqa[openvino]', or re-export it with export=fp32") from None
         if precision not in OV_PRECISIONS:
             raise ValueError(f"OpenVINO precision {precision!r}: pass one of {OV_PRECISIONS}")
         config = {"NUM_STREAMS": 1, "PERFORMANCE_HINT": "LATENCY", "INFERENCE_PRECISION_HINT": precision}
         if threads:
             config["INFERENCE_NUM_THREADS"] = threads
         self.compiled = ov.Core().compile_model(str(onnx_path), "CPU", config)
-        self.request = self.compiled.create_infer_request()
+        self.request = self.compiled.create_infer_request()  # one request: not for two threads at once
+        self.lock = threading.Lock()
         self.ports = {o.get_any_name(): o for o in self.compiled.outputs}
 
     def get_inputs(self) -> list[_Port]:
@@ -315,8 +320,9 @@ class OpenVinoSession:
         return [_Port(name, "tensor(float)") for name in self.ports]
 
     def run(self, output_names: Sequence[str], feed: dict[str, np.ndarray]) -> list[np.ndarray]:
-        result = self.request.infer(feed)
-        return [np.array(result[self.ports[name]]) for name in output_names]
+        with self.lock:  # the request's output buffers are reused: copy them out before the next run
+            result = self.request.infer(feed)
+            return [np.array(result[self.ports[name]]) for name in output_names]
 
 
 def openvino_bf16_capable() -> bool:
