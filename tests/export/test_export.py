@@ -198,6 +198,8 @@ def openvino_precision() -> str:
 def test_variant_configs_compose(stage_cfg, variant):
     precision = [f"export.runtime.precision={openvino_precision()}"] if variant == "openvino_bf16" else []
     cfg = stage_cfg("export", ["model_dir=/tmp/x", f"export={variant}", *precision])
+    assert cfg.export.parity.limit == (1000 if variant == "openvino_bf16" else 200)  # bf16's near-tie flips need more
+    assert cfg.export.parity.source.endswith("/dev")  # the shared gate source, kept under the variant's limit
     assert cfg.export.name == variant and cfg.export.max_f1_drop == 1.0
     convert.check_variant(OmegaConf.to_container(cfg.export, resolve=True))
 
