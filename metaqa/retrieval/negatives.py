@@ -15,8 +15,7 @@ not hold the answer. Without its train set, two constructions from answerable da
   unanswerable questions (Rajpurkar et al. 2018, table 2).
 - `rewrite_negatives`: the question stays on its own paragraph and is rewritten into two more of
   that table's kinds: *negation* ("When was the university founded?" → "When was the university
-  not founded?": `not` before the main verb that has an auxiliary, or after a copular root, read
-  off spaCy's dependency parse) and *antonym* ("the first treaty" → "the last treaty": a word of
+  not founded?": `not` placed from spaCy's dependency parse, see `negated`) and *antonym* ("the first treaty" → "the last treaty": a word of
   `ANTONYMS` swapped for its opposite when the paragraph does not use the opposite). Together about
   a third of SQuAD v2's unanswerable questions; the antonym list is hand-written because no
   lexicon (WordNet) can be downloaded at run time, and it holds only the comparatives, ordinals
