@@ -97,5 +97,10 @@ def test_budgeted_reader_reads_at_most_its_budget_and_answers_in_document_offset
     predictor.featurize = lambda records: (calls.append(len(records)), featurize(records))[1]
     assert budgeted.answer("Who wrote it?", short, "s").text == predictor.answer("Who wrote it?", short).text
     assert calls == [1, 1]  # tokenised once by the budgeted reader (the second call is the plain answer above)
+    del budgeted.filter.filter  # the real filter again
+    calls.clear()
+    assert len(DOCUMENT.split()) > 48  # more words than the budget: it cannot fit
+    budgeted.answer(records[0].question, DOCUMENT, "long")
+    assert calls == [1]  # no trial tokenisation of the whole document: only the filtered text's
     with pytest.raises(ValueError, match="above the reader's window"):
         BudgetedReader(predictor, max_tokens=WINDOW["max_seq_length"] + 1)
