@@ -47,6 +47,15 @@ def score_texts(records: Sequence[QARecord], texts: Mapping[str, str], version_2
     return squad_v2_metrics(gold, texts) if version_2 else squad_v1_metrics(gold, texts)
 
 
+def texts_at_threshold(spans: Mapping[str, str], diffs: Mapping[str, float | None],
+                       null_threshold: float) -> dict[str, str]:
+    """The decoder's v2 answers at another threshold, from an eval run's spans.json (id → best span)
+    and na_probs.json (id → null − best; None where the reader found no span): "" when
+    null − best > `null_threshold`, the decoder's own rule."""
+    return {qid: "" if diffs.get(qid) is None or diffs[qid] > null_threshold else span
+            for qid, span in spans.items()}
+
+
 def per_question(records: Sequence[QARecord], predictions: Sequence[SpanPrediction],
                  version_2: bool) -> dict[str, tuple[float, float]]:
     """id → (F1, EM) in 0–100 for each question, by the same official formulas as `score` (max over

@@ -38,6 +38,9 @@ def run(cfg: DictConfig) -> dict:
     # The official script's na_prob file: null − best (null where the reader found no span).
     write_json(out / "na_probs.json", {p.id: p.score_diff if math.isfinite(p.score_diff) else None
                                        for p in predictions})
+    # With the best span of every question beside it, any other threshold scores without a rerun
+    # (`metaqa.evaluation.scoring.texts_at_threshold`).
+    write_json(out / "spans.json", {p.id: p.span_text for p in predictions})
     print(metrics_table(overall, per_theme))
     return {**overall, "questions_per_s": len(records) / seconds}
 

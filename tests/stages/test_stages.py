@@ -9,6 +9,8 @@ import torch
 from transformers import pipeline
 
 from metaqa.data.records import DataValidationError
+from metaqa.data.shards import load_source
+from metaqa.evaluation.scoring import score_texts, texts_at_threshold
 from metaqa.stages import eval as eval_stage
 from metaqa.stages import prep, train
 from metaqa.tracking.run import run_stage
@@ -69,6 +71,12 @@ def test_train_then_eval_then_pipeline_loads_reader(prepared, stage_cfg, tmp_pat
     assert len(preds) == 60
     na = json.loads((tmp_path / "eval" / "na_probs.json").read_text())  # plain JSON, no Infinity
     assert set(na) == set(preds) and all(v is None or isinstance(v, float) for v in na.values())
+    # spans.json + na_probs.json rescore any threshold: the run's own gives its predictions, the oracle's its best_f1
+    spans = json.loads((tmp_path / "eval" / "spans.json").read_text())
+    assert texts_at_threshold(spans, na, ecfg.reader.decode.null_threshold) == preds
+    records = load_source(prep_dir / "test")
+    at_oracle = score_texts(records, texts_at_threshold(spans, na, metrics["best_f1_thresh"]), version_2=True)
+    assert at_oracle["f1"] == pytest.approx(metrics["best_f1"], abs=1e-6)
     # the eval stage and Lightning's validation score the same weights the same way (on dev)
     dcfg = stage_cfg("eval", [f"data.prep_dir={prep_dir}", f"model_dir={out / 'reader'}", f"source={prep_dir / 'dev'}",
                               "reader.max_seq_length=128", "reader.doc_stride=32"], out=tmp_path / "eval_dev")
