@@ -161,7 +161,8 @@ def calibration_source(out: Path) -> Path:
     return path
 
 
-TWIN_KINDS = {"neg": "bm25_wrong_paragraph", "swap": "entity_swap", "not": "negation", "ant": "antonym"}
+TWIN_KINDS = {"neg": "bm25_wrong_paragraph", "swap": "entity_swap", "not": "negation", "ant": "antonym",
+              "noun": "noun_swap"}
 
 
 def abstained_by_kind(eval_dir: Path, source: str, threshold: float) -> dict[str, dict]:

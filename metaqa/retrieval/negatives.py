@@ -19,7 +19,9 @@ not hold the answer. Without its train set, two constructions from answerable da
   `ANTONYMS` swapped for its opposite when the paragraph does not use the opposite). Together about
   a third of SQuAD v2's unanswerable questions; the antonym list is hand-written because no
   lexicon (WordNet) can be downloaded at run time, and it holds only the comparatives, ordinals
-  and directions that SQuAD questions ask about.
+  and directions that SQuAD questions ask about. Optionally a *noun swap* (`noun_swapped`: one
+  common noun the paragraph uses swapped for another its article is asked about), a guess at the
+  table's largest kind, "other neutral" (a plausible detail the paragraph lacks).
 """
 from __future__ import annotations
 
@@ -182,26 +184,68 @@ def antonym_swapped(question: str, context: str, rng: np.random.Generator) -> st
     return question[:m.start()] + new + question[m.end():]
 
 
+def question_nouns(questions: Sequence[QARecord], docs: Sequence) -> dict[str, list[tuple[str, str]]]:
+    """theme → the sorted (noun, tag) pairs its parsed questions use: what the article is asked about."""
+    pool: dict[str, set[tuple[str, str]]] = defaultdict(set)
+    for r, doc in zip(questions, docs):
+        pool[r.theme].update((t.text.lower(), t.tag_) for t in doc if _swappable_noun(t))
+    return {theme: sorted(nouns) for theme, nouns in pool.items()}  # set order is not seeded
+
+
+def _swappable_noun(token) -> bool:
+    return token.pos_ == "NOUN" and token.is_alpha and len(token.text) >= 3
+
+
+def noun_swapped(doc, context: str, nouns: Sequence[tuple[str, str]], rng: np.random.Generator) -> str | None:
+    """`doc` (a parsed question) with one common noun that its paragraph uses swapped for another
+    noun of the same tag (singular / plural) from `nouns` (its article's questions, see
+    `question_nouns`) that neither the paragraph nor the question uses, nor shares a stem with the
+    noun it replaces ("tentacles" → "tentilla", not "tentacle"); None when there is none. SQuAD
+    v2's "other" kind: the question reads as about the paragraph, with one detail it lacks."""
+    words = set(re.findall(r"[a-z]+", (context + " " + doc.text).lower()))
+    spots = []
+    for t in doc:
+        if _swappable_noun(t) and t.text.lower() in words and re.search(rf"\b{re.escape(t.text.lower())}\b",
+                                                                          context.lower()):
+            options = [n for n, tag in nouns if tag == t.tag_ and n not in words and n[:4] != t.text.lower()[:4]
+                       and different(n, t.text, context.lower())]
+            if options:
+                spots.append((t, options))
+    if not spots:
+        return None
+    token, options = spots[int(rng.integers(len(spots)))]
+    new = options[int(rng.integers(len(options)))]
+    new = new.capitalize() if token.text[0].isupper() else new
+    return doc.text[:token.idx] + new + doc.text[token.idx + len(token.text):]
+
+
 def rewrite_negatives(questions: Sequence[QARecord], nlp, negation: float = 0.1, antonym: float = 0.1,
-                      seed: int = 0, progress: bool = False) -> list[QARecord]:
+                      noun_swap: float = 0.0, seed: int = 0, progress: bool = False) -> list[QARecord]:
     """Unanswerable same-paragraph rewrites (see the module doc) of a seeded `negation` share of the
-    answerable `questions` (id `<id>-not`) and an `antonym` share (id `<id>-ant`), each drawn among
-    the questions the rewrite applies to. `nlp` needs the dependency parse for negation
-    (`load_spacy(noun_chunks=True)`); it is not run when `negation` is 0."""
-    for name, share in (("negation", negation), ("antonym", antonym)):
+    answerable `questions` (id `<id>-not`), an `antonym` share (id `<id>-ant`) and a `noun_swap`
+    share (id `<id>-noun`, `noun_swapped`), each drawn among the questions the rewrite applies to.
+    `nlp` needs the dependency parse and POS tags for negation and noun swaps
+    (`load_spacy(noun_chunks=True)`); it is not run when both are 0."""
+    for name, share in (("negation", negation), ("antonym", antonym), ("noun_swap", noun_swap)):
         if not 0.0 <= share <= 1.0:
             raise ValueError(f"{name}={share}: pass a share of the questions between 0 and 1")
     answerable = [r for r in questions if not r.is_impossible]
     rng = np.random.default_rng(seed)
+    docs = []
+    if negation or noun_swap:
+        docs = list(tqdm(nlp.pipe((r.question for r in answerable), batch_size=256), total=len(answerable),
+                         desc="parsed questions", disable=not progress, leave=False))
     negatives = []
     if negation:
-        docs = nlp.pipe((r.question for r in answerable), batch_size=256)
-        rewritten = [(r, negated(doc)) for r, doc in zip(answerable, tqdm(
-            docs, total=len(answerable), desc="negated questions", disable=not progress, leave=False))]
+        rewritten = [(r, negated(doc)) for r, doc in zip(answerable, docs)]
         negatives += draw([(r, q) for r, q in rewritten if q], negation * len(answerable), "not", rng)
     if antonym:
         rewritten = [(r, antonym_swapped(r.question, r.context, rng)) for r in answerable]
         negatives += draw([(r, q) for r, q in rewritten if q], antonym * len(answerable), "ant", rng)
+    if noun_swap:  # after the others, so adding it leaves their seeded draws as they were
+        pool = question_nouns(answerable, docs)
+        rewritten = [(r, noun_swapped(doc, r.context, pool[r.theme], rng)) for r, doc in zip(answerable, docs)]
+        negatives += draw([(r, q) for r, q in rewritten if q], noun_swap * len(answerable), "noun", rng)
     return negatives
 
 

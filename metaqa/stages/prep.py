@@ -62,23 +62,25 @@ def run(cfg: DictConfig) -> dict:
 def add_negatives(splits: dict[str, list], records: list, negatives: DictConfig | None, seed: int) -> None:
     """Unanswerable twins of answerable questions (metaqa.retrieval.negatives), built per split so
     a question and its twin never straddle two: `fraction` of them get a BM25 hard-negative
-    paragraph, `entity_swap` of them a same-paragraph question with one entity swapped, `negation`
-    and `antonym` of them a same-paragraph question negated or with a word turned to its opposite."""
+    paragraph, `entity_swap` of them a same-paragraph question with one entity swapped, `negation`,
+    `antonym` and `noun_swap` of them a same-paragraph question negated, with a word turned to its
+    opposite, or with a common noun swapped."""
     if not negatives:
         return
     seed = negatives.get("seed", seed)
     negation, antonym = negatives.get("negation", 0.0), negatives.get("antonym", 0.0)
+    noun_swap = negatives.get("noun_swap", 0.0)
     nlp = None
-    if negatives.get("entity_swap") or negation:  # the parse only where negation needs it
-        nlp = load_spacy(negatives.get("spacy_model") or SPACY_MODEL, noun_chunks=bool(negation))
+    if negatives.get("entity_swap") or negation or noun_swap:  # the parse only where a rewrite needs it
+        nlp = load_spacy(negatives.get("spacy_model") or SPACY_MODEL, noun_chunks=bool(negation or noun_swap))
     for rows in splits.values():
         answerable = list(rows)  # a snapshot: no construction draws from another's twins
         if negatives.get("fraction"):
             rows.extend(hard_negatives(answerable, records, negatives.fraction, seed, progress=True))
         if negatives.get("entity_swap"):
             rows.extend(entity_swap_negatives(answerable, nlp, negatives.entity_swap, seed, progress=True))
-        if negation or antonym:
-            rows.extend(rewrite_negatives(answerable, nlp, negation, antonym, seed, progress=True))
+        if negation or antonym or noun_swap:
+            rows.extend(rewrite_negatives(answerable, nlp, negation, antonym, noun_swap, seed=seed, progress=True))
 
 
 def extra_unanswerable(cfg: DictConfig) -> list:

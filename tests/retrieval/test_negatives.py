@@ -17,6 +17,8 @@ from metaqa.retrieval.negatives import (
     entity_swap_negatives,
     hard_negatives,
     negated,
+    noun_swapped,
+    question_nouns,
     rewrite_negatives,
 )
 from metaqa.stages import prep
@@ -62,9 +64,9 @@ def test_prep_with_both_kinds_of_negatives_keeps_each_twin_in_its_questions_spli
     out = tmp_path / "data"
     metrics = prep.run(stage_cfg("prep", [f"data.prep_dir={out}", "+data.negatives.fraction=0.5",
                                           "+data.negatives.entity_swap=0.5", "+data.negatives.negation=0.3",
-                                          "+data.negatives.seed=0"]))
+                                          "+data.negatives.noun_swap=0.3", "+data.negatives.seed=0"]))
     splits = {s: {r.id: r for r in load_source(str(out / s))} for s in ("train", "dev", "test")}
-    for suffix in ("-neg", "-swap", "-not"):
+    for suffix in ("-neg", "-swap", "-not", "-noun"):
         twins = {s: [i for i in rows if i.endswith(suffix)] for s, rows in splits.items()}
         assert sum(map(len, twins.values())) > 0, suffix
         for split, ids in twins.items():
@@ -166,3 +168,40 @@ def test_rewrites_are_seeded_same_paragraph_twins_in_the_asked_shares():
     assert rewrite_negatives(rows, None, negation=0.0, antonym=0.0) == []  # no parse needed for none
     with pytest.raises(ValueError, match="negation=2"):
         rewrite_negatives(rows, nlp, negation=2)
+
+
+def test_a_noun_swap_asks_about_a_noun_of_the_article_that_the_paragraph_lacks():
+    context = "The tentacles of ctenophores are coiled. Each tentacle bears colloblasts that capture prey."
+    questions = ["What shape are the tentacles typically?", "What do colloblasts capture?",
+                 "Which muscles move the combs?", "What is the size of the cells?", "What is the shape of a tentacle?"]
+    rows = [record(i, context, q, "coiled", theme="Ctenophora") for i, q in enumerate(questions)]
+    nlp = load_spacy(noun_chunks=True)
+    docs = list(nlp.pipe(questions))
+    nouns = question_nouns(rows, docs)["Ctenophora"]
+    assert ("muscles", "NNS") in nouns and ("size", "NN") in nouns
+    rng = np.random.default_rng(0)
+    swapped = noun_swapped(docs[0], context, nouns, rng)  # tentacles (in the paragraph) → a plural it lacks
+    assert swapped in {"What shape are the muscles typically?", "What shape are the combs typically?",
+                       "What shape are the cells typically?"}
+    assert noun_swapped(docs[2], context, nouns, rng) is None  # none of its nouns is in the paragraph
+    # never a variant of the noun it replaces, never a noun the question already has
+    assert "tentacles" not in noun_swapped(docs[4], context, nouns, rng)
+
+
+def test_noun_swaps_come_after_the_other_rewrites_and_leave_their_draws_alone():
+    context = "The first treaty was signed in 1920 in Paris and ratified by the senate of the republic."
+    questions = ["When was the first treaty signed?", "Who ratified the treaty?", "When did the senate ratify it?",
+                 "Where was the treaty signed?", "Who drafted the constitution?"] * 4  # the last: a noun it lacks
+    rows = [record(i, context, q, "1920") for i, q in enumerate(questions)]
+    nlp = load_spacy(noun_chunks=True)
+    without = rewrite_negatives(rows, nlp, negation=0.25, antonym=0.1, seed=1)
+    with_nouns = rewrite_negatives(rows, nlp, negation=0.25, antonym=0.1, noun_swap=0.25, seed=1)
+    assert with_nouns[: len(without)] == without
+    nouns = with_nouns[len(without):]
+    assert len(nouns) == 5 and all(t.id.endswith("-noun") and t.is_impossible for t in nouns)  # a quarter of 20
+    by_id = {r.id: r for r in rows}
+    for twin in nouns:
+        source = by_id[twin.id.rsplit("-", 1)[0]]
+        assert twin.context == source.context and twin.question != source.question
+        changed = set(twin.question.rstrip("?").split()) - set(source.question.rstrip("?").split())
+        assert changed == {"constitution"}
