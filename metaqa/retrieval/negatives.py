@@ -205,8 +205,7 @@ def noun_swapped(doc, context: str, nouns: Sequence[tuple[str, str]], rng: np.ra
     words = set(re.findall(r"[a-z]+", (context + " " + doc.text).lower()))
     spots = []
     for t in doc:
-        if _swappable_noun(t) and t.text.lower() in words and re.search(rf"\b{re.escape(t.text.lower())}\b",
-                                                                          context.lower()):
+        if _swappable_noun(t) and re.search(rf"\b{re.escape(t.text.lower())}\b", context.lower()):
             options = [n for n, tag in nouns if tag == t.tag_ and n not in words and n[:4] != t.text.lower()[:4]
                        and different(n, t.text, context.lower())]
             if options:
